@@ -1,0 +1,68 @@
+# drug_nbdev — every target installs what it needs first; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+KERNEL  := drug-nbdev
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+APP_PORT ?= 8866
+
+
+.PHONY: help install pipeline reports test test-deps nbtest pytest serve app clean export
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): settings.ini setup.py pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (drug_nbdev)" >/dev/null
+	touch $@
+
+install: $(STAMP) ## create .venv and install the package editable with its dev extras (no-op when up to date)
+
+pipeline: install ## run the whole pipeline on the defaults: ingest, explore, preprocess, train, explain -> reports/
+	$(BIN)/drug-nbdev run
+
+reports: install ## run the comparison grid kept in the repo (bench/grid.yaml) and rebuild reports/index.html
+	$(BIN)/drug-nbdev run --params reports.yaml
+
+test-deps: install ## install what the tests need: Azurite (npm), PostgreSQL and Chromium (Debian)
+	@missing=""; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt-get install:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi
+	@test -x node_modules/.bin/azurite-blob || npm ci --no-audit --no-fund --loglevel=error
+
+nbtest: install ## run the notebooks' inline tests (nbdev_test)
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: test-deps ## run the pytest suite in tests/ (starts Azurite, PostgreSQL, uvicorn, Voila, Chromium itself)
+	$(BIN)/pytest
+
+test: test-deps ## install everything the tests need and run every test: nbdev_test, then pytest
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/pytest
+
+export: install ## export the notebooks to drug_nbdev/ and clean them
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+serve: install ## serve the REST API on $(HOST):$(PORT) (docs at /docs)
+	$(BIN)/drug-nbdev serve --host $(HOST) --port $(PORT)
+
+app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
+	$(BIN)/voila nbs/07_predict.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1 \
+	  --strip_sources=True --preheat_kernel=True --VoilaConfiguration.file_allowlist="[]"
+
+clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
+	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc
+	rm -rf data/lake data/*.db mlruns models preds.*
+	find reports -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
