@@ -28,7 +28,7 @@ install: $(STAMP) ## create .venv and install the package editable with its dev 
 pipeline: install ## run the whole pipeline on the defaults: ingest, explore, preprocess, train, explain -> reports/
 	$(BIN)/drug-nbdev run
 
-reports: install ## run the comparison grid kept in the repo (bench/grid.yaml) and rebuild reports/index.html
+reports: install ## run the comparison grid kept in the repo (reports.yaml) and rebuild reports/index.html
 	$(BIN)/drug-nbdev run --params reports.yaml
 
 test-deps: install ## install what the tests need: Azurite (npm), PostgreSQL and Chromium (Debian)
@@ -58,7 +58,7 @@ serve: install ## serve the REST API on $(HOST):$(PORT) (docs at /docs)
 	$(BIN)/drug-nbdev serve --host $(HOST) --port $(PORT)
 
 app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
-	$(BIN)/voila nbs/07_predict.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1 \
+	$(BIN)/voila nbs/08_predict.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1 \
 	  --strip_sources=True --preheat_kernel=True --VoilaConfiguration.file_allowlist="[]"
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
