@@ -1,0 +1,108 @@
+"""`drug-nbdev run` on the real stage notebooks, in a throw-away project home.
+
+The runner executes the notebooks on the registered `drug-nbdev` kernel, so these tests need it:
+they fail (not skip) when it is missing — `make install` registers it. Each test gets its own
+DRUG_NBDEV_HOME (database, blob store, models, MLflow store, reports), so the project's own files
+are never touched.
+"""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+from drug_nbdev.config import project_root
+from drug_nbdev.run import build_leaderboard, run_main
+
+REPO = project_root()
+NBS = REPO/'nbs'
+# small but real: the real notebook path (no IN_TEST), a quick forest, no tuning
+SMALL = dict(model='rf', cv_folds=3, cv_repeats=1, tune=False, seed=0, promote=True)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    "A fresh project home: the drug200 CSV and nothing else; every setting points inside it."
+    (tmp_path/'data').mkdir()
+    shutil.copy(REPO/'data'/'drug200.csv', tmp_path/'data'/'drug200.csv')
+    env = {'DRUG_NBDEV_HOME': str(tmp_path), 'DRUG_NBDEV_DB_URL': f"sqlite:///{tmp_path/'data'/'drug_nbdev.db'}",
+           'DRUG_NBDEV_STORE': str(tmp_path/'data'/'lake'), 'DRUG_NBDEV_MODELS': str(tmp_path/'models'),
+           'DRUG_NBDEV_REPORTS': str(tmp_path/'reports'),
+           'MLFLOW_TRACKING_URI': f"sqlite:///{tmp_path/'mlruns.db'}"}
+    for k, v in env.items(): monkeypatch.setenv(k, v)
+    for k in ('IN_TEST', 'DRUG_NBDEV_CONTAINER'): monkeypatch.delenv(k, raising=False)
+    return tmp_path
+
+
+def write_params(path: Path, doc: dict) -> str:
+    import yaml
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def runs(reports: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(reports.glob('*/run.json')) if not p.parent.is_symlink()]
+
+
+def test_same_parameters_give_same_metrics(home):
+    params = write_params(home/'small.yaml', SMALL)
+    assert run_main(params, only='ingest,train', nbs=NBS) == 0
+    assert run_main(params, only='ingest,train', nbs=NBS) == 0
+    a, b = runs(home/'reports')
+    assert a['run_id'] != b['run_id'] and a['status'] == b['status'] == 'succeeded'
+    ta, tb = a['results']['train'], b['results']['train']
+    assert ta['cv'] == tb['cv'] and ta['test'] == tb['test']
+    assert ta['version'] != tb['version']           # two registrations of the same model
+    assert set(ta['cv']) >= {'accuracy', 'f1_macro', 'log_loss', 'brier'}
+    assert 0.5 < ta['cv']['f1_macro']['mean'] <= 1 and ta['cv']['f1_macro']['std'] >= 0
+    assert a['data_sha256'] == b['data_sha256'] and a['data_sha256']['source'] == 'ingest.json'
+    assert a['parameters'] == SMALL and a['stages']['train']['parameters']['model'] == 'rf'
+    assert a['git']['commit'] and a['packages']['sklearn']
+    # the default (non-grid) run is `latest`, with each notebook and its HTML without code
+    latest = home/'reports'/'latest'
+    assert latest.resolve().name == b['run_id']
+    names = {p.name for p in latest.iterdir()}
+    assert {'01_ingest.ipynb', '01_ingest.html', '04_train.ipynb', '04_train.html', 'run.json', 'train.json'} <= names
+    page = (latest/'04_train.html').read_text()
+    assert 'jp-mod-noInput' in page and 'hl-ipython3' not in page    # cells are there, their code is not
+    lb = build_leaderboard(home/'reports')
+    assert len(lb) == 2 and set(lb.status) == {'succeeded'}
+    assert (home/'reports'/'index.html').read_text().count(a['run_id']) >= 1
+
+
+def test_a_failing_run_is_reported_and_the_others_complete(home):
+    grid = {k: v for k, v in SMALL.items() if k != 'model'} | {'promote': False, 'name': 'typo test',
+                                                                'grid': {'model': ['rf', 'nonexistent_model']}}
+    params = write_params(home/'grid.yaml', grid)
+    assert run_main(params, only='ingest,train', nbs=NBS) == 1
+    recs = {r['parameters']['model']: r for r in runs(home/'reports')}
+    ok, bad = recs['rf'], recs['nonexistent_model']
+    assert ok['status'] == 'succeeded' and ok['results']['train']['cv']['f1_macro']['mean'] > 0.5
+    assert bad['status'] == 'failed' and bad['stages']['ingest']['status'] == 'succeeded'
+    assert bad['stages']['train']['status'] == 'failed'
+    err = bad['error']
+    assert err['stage'] == 'train' and isinstance(err['cell_index'], int) and err['ename']
+    assert 'nonexistent_model' in err['evalue']
+    html = (home/'reports'/bad['run_id']/'04_train.html').read_text()
+    assert 'papermill-error-cell' in html and 'nonexistent_model' in html
+    assert not (home/'reports'/'latest').exists()          # grid runs leave `latest` alone
+    index = (home/'reports'/'index.html').read_text()
+    assert ok['run_id'] in index and bad['run_id'] in index and f"{bad['run_id']}/04_train.html#papermill-error-cell" in index
+    lb = build_leaderboard(home/'reports')
+    assert lb.status.tolist() == ['succeeded', 'failed'] and lb.rank.tolist() == [1, 2]
+
+
+def test_cli_refuses_unknown_and_ill_typed_parameters_before_running(home):
+    exe = Path(sys.executable).parent/'drug-nbdev'
+    assert exe.exists(), 'the drug-nbdev console script is not installed; run `make install`'
+    for doc, words in [({'smoet': True}, ["unknown parameter 'smoet'", 'bad.yaml']),
+                       ({'grid': {'smote': [False, 'yes']}}, ["parameter 'smote'", 'bool', 'bad.yaml']),
+                       ({'seed': 0.5}, ["parameter 'seed'", 'must be int', 'bad.yaml']),
+                       ({'model_version': 'x'}, ["unknown parameter 'model_version'"])]:
+        params = write_params(home/'bad.yaml', doc)
+        r = subprocess.run([str(exe), 'run', '--params', params, '--only', 'ingest,preprocess,train'],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 2, r.stderr
+        for w in words: assert w in r.stderr, (w, r.stderr)
+    r = subprocess.run([str(exe), 'run', '--only', 'ingest,serve'], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 2 and 'unknown stage(s): serve' in r.stderr
+    assert not (home/'reports').exists() or not any((home/'reports').iterdir())
