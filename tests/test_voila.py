@@ -1,0 +1,181 @@
+"""The clinicians' Voila app (nbs/08_predict.ipynb) in a real Voila server, driven by a real Chromium.
+
+A small forest is trained into a temporary registry (the project's data, a throwaway database and
+models folder); Voila serves the notebook with sources stripped and a preheated kernel whose
+environment points at that registry; Debian's Chromium (never a downloaded browser) fills the
+form as a clinician would. Voila and Chromium missing is a failure, not a skip: `make test-deps`.
+"""
+import os, signal, socket, subprocess, sys, tempfile, time
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path('/usr/bin/chromium')
+VOILA = Path(sys.executable).parent/'voila'
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run']
+SEED = dict(Age='45', Sex='M', BP='HIGH', Cholesterol='NORMAL', Na_to_K='15.5')   # the seed docs' patient: DrugY
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def registry():
+    "Environment variables of a temporary project: drug200 ingested into SQLite, a small forest made current."
+    from drug_nbdev.ingest import get_engine, ingest_paths, make_store
+    from drug_nbdev.train import retrain_forest
+    with tempfile.TemporaryDirectory(prefix='drug_voila_') as tmp:
+        tmp = Path(tmp)
+        env = {'DRUG_NBDEV_HOME': str(tmp), 'DRUG_NBDEV_STORE': str(tmp/'lake'),
+               'DRUG_NBDEV_DB_URL': f"sqlite:///{tmp/'drug.db'}", 'DRUG_NBDEV_MODELS': str(tmp/'models'),
+               'DRUG_NBDEV_REPORTS': str(tmp/'reports'), 'MLFLOW_TRACKING_URI': f"sqlite:///{tmp/'mlflow.db'}"}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            engine = get_engine()
+            ingest_paths([ROOT/'data'/'drug200.csv'], store=make_store(), engine=engine)
+            res = retrain_forest(n_estimators=30, seed=0, min_accuracy=0.0, engine=engine, models_dir=tmp/'models')
+            assert res['promoted'], res
+            engine.dispose()
+        finally:
+            for k, v in old.items():
+                if v is None: os.environ.pop(k, None)
+                else: os.environ[k] = v
+        yield env
+
+
+@pytest.fixture(scope='module')
+def voila(registry):
+    "URL of Voila serving nbs/08_predict.ipynb on 127.0.0.1:<free port>, stopped (whole process group) at teardown."
+    if not VOILA.exists(): pytest.fail(f'{VOILA} is missing: install the dev requirements (make install)')
+    port = _free_port()
+    env = {**os.environ, **registry}
+    env.pop('IN_TEST', None)                       # the app must run as clinicians get it, not in test mode
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'08_predict.ipynb'), '--no-browser', f'--port={port}',
+                             '--Voila.ip=127.0.0.1', '--strip_sources=True', '--preheat_kernel=True',
+                             '--VoilaExporter.exclude_markdown=True'],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def output():
+        log.seek(0)
+        return log.read().decode(errors='replace')[-5000:]
+    try:
+        end = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None: pytest.fail(f'voila exited with {proc.returncode}:\n{output()}')
+            try:
+                with socket.create_connection(('127.0.0.1', port), timeout=0.5): break
+            except OSError:
+                if time.monotonic() > end: pytest.fail(f'voila did not listen on {port} within 60 s:\n{output()}')
+                time.sleep(0.2)
+        yield f'http://127.0.0.1:{port}/', output
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)    # voila and the kernels it started
+            try: proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope='module')
+def page(voila):
+    "A Chromium page with the app loaded and its widgets rendered."
+    if not CHROMIUM.exists(): pytest.fail(f'{CHROMIUM} is missing: apt-get install chromium (or `make test-deps`)')
+    from playwright.sync_api import sync_playwright
+    url, output = voila
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page(viewport={'width': 1000, 'height': 1100})
+            pg.goto(url, timeout=60_000)
+            try: pg.get_by_role('button', name='Predict').wait_for(timeout=60_000)
+            except Exception: pytest.fail(f'the form did not appear; page text:\n{pg.inner_text("body")[:2000]}\nvoila:\n{output()}')
+            yield pg
+        finally: browser.close()
+
+
+def _fill(pg, **fields):
+    for name, v in fields.items():
+        box = pg.locator(f'.dn-field-{name.lower()}')
+        if name in ('Age', 'Na_to_K'):
+            box.locator('input').fill(v)
+            box.locator('input').press('Tab')           # ipywidgets syncs a text field on change
+        else: box.locator('select').select_option(v)
+
+
+def _clear_result(pg):
+    "Forget the previous answer, so each test waits for its own."
+    pg.evaluate("document.querySelectorAll('#dn-prediction, #dn-error').forEach(e => e.remove())")
+
+
+def test_form_shows_widgets_not_code(page):
+    text = page.inner_text('body')
+    for label in ('Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K'): assert page.get_by_text(label, exact=True).count() >= 1, label
+    assert page.get_by_role('button', name='Ask').count() == 1
+    assert page.locator('.jp-InputArea, .jp-CodeMirrorEditor, .cm-editor, .highlight').count() == 0
+    for code in ('import ', 'PredictForm(', 'def ', 'IN_TEST', 'Traceback'): assert code not in text, code
+
+
+def test_predict_the_seed_patient(page, registry):
+    from drug_nbdev.train import current_version
+    _clear_result(page)
+    _fill(page, **SEED)
+    page.get_by_role('button', name='Predict').click()
+    page.locator('#dn-drug').wait_for(timeout=30_000)
+    assert page.locator('#dn-drug').inner_text().strip() == 'DrugY'
+    assert page.locator('#dn-probs tr').count() == 5
+    assert page.locator('#dn-probs tr').first.inner_text().split()[0] == 'DrugY'    # the tallest bar first
+    assert page.locator('#dn-error').count() == 0
+    # the kernel Voila started imported drug_nbdev and serves the fixture's registry, not the project's
+    assert current_version(Path(registry['DRUG_NBDEV_MODELS'])) in page.locator('.dn-meta').inner_text()
+    page.screenshot(path='/tmp/voila.png', full_page=True)
+
+
+def test_invalid_input_gives_a_clear_message(page):
+    _clear_result(page)
+    _fill(page, **{**SEED, 'Na_to_K': '0'})
+    page.get_by_role('button', name='Predict').click()
+    err = page.locator('#dn-error')
+    err.wait_for(timeout=30_000)
+    assert 'Na_to_K' in err.inner_text() and 'outside' in err.inner_text()
+    assert page.locator('#dn-drug').count() == 0
+    assert 'Traceback' not in page.inner_text('body')
+
+
+def test_natural_language_query(page):
+    _clear_result(page)
+    page.locator('.dn-query textarea').fill('A 45-year-old man with high blood pressure and normal cholesterol; Na/K 15.5')
+    page.get_by_role('button', name='Ask').click()
+    page.locator('#dn-drug').wait_for(timeout=30_000)
+    assert page.locator('#dn-drug').inner_text().strip() == 'DrugY'
+    read = page.locator('#dn-read').inner_text()
+    assert 'Age 45' in read and 'Na_to_K 15.5' in read, read
+    _clear_result(page)
+    page.locator('.dn-query textarea').fill('a man with high blood pressure')
+    page.get_by_role('button', name='Ask').click()
+    page.locator('#dn-error').wait_for(timeout=30_000)
+    assert 'Age, Cholesterol, Na_to_K' in page.locator('#dn-error').inner_text()
+
+
+def test_answers_are_audited_with_their_channel(page, registry):
+    "The form's answers reach the audit table as channel 'form', the text box's as 'query' (written in the background)."
+    import sqlalchemy as sa
+    engine = sa.create_engine(registry['DRUG_NBDEV_DB_URL'])
+    try:
+        end, channels = time.monotonic() + 10, []
+        while time.monotonic() < end:
+            with engine.connect() as c:
+                if sa.inspect(c).has_table('predictions'):
+                    channels = [r[0] for r in c.execute(sa.text('select channel from predictions'))]
+            if 'form' in channels and 'query' in channels: break
+            time.sleep(0.3)
+    finally: engine.dispose()
+    assert channels.count('form') == 1 and channels.count('query') == 1, channels   # the refused inputs are not predictions
