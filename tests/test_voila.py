@@ -60,7 +60,7 @@ def voila(registry):
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'08_predict.ipynb'), '--no-browser', f'--port={port}',
                              '--Voila.ip=127.0.0.1', '--strip_sources=True', '--preheat_kernel=True',
-                             '--VoilaExporter.exclude_markdown=True'],
+                             '--VoilaExporter.exclude_markdown=True', '--VoilaConfiguration.file_allowlist=[]'],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     def output():
         log.seek(0)
@@ -120,6 +120,7 @@ def test_form_shows_widgets_not_code(page):
     text = page.inner_text('body')
     for label in ('Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K'): assert page.get_by_text(label, exact=True).count() >= 1, label
     assert page.get_by_role('button', name='Ask').count() == 1
+    assert 'nbdev_test' not in text and 'make app' not in text        # the developers' prose is not shown
     assert page.locator('.jp-InputArea, .jp-CodeMirrorEditor, .cm-editor, .highlight').count() == 0
     for code in ('import ', 'PredictForm(', 'def ', 'IN_TEST', 'Traceback'): assert code not in text, code
 
