@@ -59,7 +59,8 @@ serve: install ## serve the REST API on $(HOST):$(PORT) (docs at /docs)
 
 app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
 	$(BIN)/voila nbs/08_predict.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1 \
-	  --strip_sources=True --preheat_kernel=True --VoilaConfiguration.file_allowlist="[]"
+	  --strip_sources=True --VoilaExporter.exclude_markdown=True --preheat_kernel=True \
+	  --VoilaConfiguration.file_allowlist="[]"
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
 	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc
