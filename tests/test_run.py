@@ -90,7 +90,7 @@ def test_a_failing_run_is_reported_and_the_others_complete(home):
     index = (home/'reports'/'index.html').read_text()
     assert ok['run_id'] in index and bad['run_id'] in index and f"{bad['run_id']}/04_train.html#papermill-error-cell" in index
     lb = build_leaderboard(home/'reports')
-    assert lb.status.tolist() == ['succeeded', 'failed'] and lb.rank.tolist() == [1, 2]
+    assert lb.status.tolist() == ['succeeded', 'failed'] and lb['rank'].tolist() == [1, 2]
 
 
 def test_cli_refuses_unknown_and_ill_typed_parameters_before_running(home):
