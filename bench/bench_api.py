@@ -1,0 +1,115 @@
+"""Benchmark the REST API: /predict latency with one client and throughput with 8 and 32 clients.
+
+Starts a real uvicorn server (one worker, `serve_main`) on a free loopback port, with a forest trained
+on 300 synthetic patients in a temporary registry, and drives it with httpx clients (one keep-alive
+connection per client thread). Patients are drawn at random (so the answer cache rarely helps) unless
+--same is given. Prints numbers; it is not a test.
+
+    .venv/bin/python bench/bench_api.py [--requests 2000] [--seconds 5] [--trees 100] [--same]
+"""
+import argparse, os, shutil, socket, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+import httpx, numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else sys.executable
+SETUP = """
+import os, sys
+from drug_nbdev.explain import synthetic_patients
+from drug_nbdev.ingest import ingest_paths
+from drug_nbdev.train import retrain_forest
+p = os.path.join(os.environ['DRUG_NBDEV_HOME'], 'patients.csv')
+synthetic_patients(300, seed=0).to_csv(p, index=False)
+ingest_paths([p])
+print(retrain_forest(n_estimators=int(sys.argv[1]), min_accuracy=0.0)['version'])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def patients(n: int, same: bool, seed: int = 0) -> list[dict]:
+    if same: return [{'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}] * n
+    rng = np.random.default_rng(seed)
+    return [{'Age': int(rng.integers(15, 75)), 'Sex': str(rng.choice(['F', 'M'])), 'BP': str(rng.choice(['HIGH', 'LOW', 'NORMAL'])),
+             'Cholesterol': str(rng.choice(['HIGH', 'NORMAL'])), 'Na_to_K': round(float(rng.uniform(6, 38)), 3)} for _ in range(n)]
+
+
+def latency(url: str, bodies: list[dict]) -> np.ndarray:
+    out = []
+    with httpx.Client(base_url=url) as c:
+        for b in bodies[:50]: c.post('/predict', json=b)   # warm up
+        for b in bodies:
+            t0 = time.perf_counter(); r = c.post('/predict', json=b); out.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+    return 1e3 * np.array(out)
+
+
+def throughput(url: str, clients: int, seconds: float, bodies: list[dict]) -> tuple[float, int, int]:
+    stop, counts, bad = threading.Event(), [0] * clients, [0] * clients
+    barrier = threading.Barrier(clients + 1)
+
+    def run(i):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            c.post('/predict', json=bodies[i])
+            barrier.wait()
+            k = i
+            while not stop.is_set():
+                r = c.post('/predict', json=bodies[k % len(bodies)]); k += clients
+                if r.status_code == 200: counts[i] += 1
+                else: bad[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads: t.start()
+    barrier.wait(); t0 = time.perf_counter()
+    time.sleep(seconds); stop.set()
+    for t in threads: t.join()
+    dt = time.perf_counter() - t0
+    return sum(counts) / dt, sum(counts), sum(bad)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--requests', type=int, default=2000, help='sequential requests for the latency run')
+    ap.add_argument('--seconds', type=float, default=5, help='duration of each throughput run')
+    ap.add_argument('--trees', type=int, default=100, help='trees in the served forest')
+    ap.add_argument('--same', action='store_true', help='always send the same patient (answer cache hits)')
+    a = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix='drug_bench_api_'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith('DRUG_NBDEV_')}
+    env.update(DRUG_NBDEV_HOME=str(home), DRUG_NBDEV_DB_URL=f'sqlite:///{home}/drug.db', DRUG_NBDEV_MODELS=str(home/'models'),
+               DRUG_NBDEV_STORE=str(home/'lake'), MLFLOW_TRACKING_URI=f'sqlite:///{home}/mlflow.db')
+    proc = None
+    try:
+        subprocess.run([PY, '-c', SETUP, str(a.trees)], env=env, cwd=home, check=True, capture_output=True)
+        port = free_port(); url = f'http://127.0.0.1:{port}'
+        proc = subprocess.Popen([PY, '-c', f'from drug_nbdev.serve import serve_main; raise SystemExit(serve_main("127.0.0.1", {port}))'],
+                                env=env, cwd=home)
+        end = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f'{url}/health').status_code == 200: break
+            except httpx.TransportError: pass
+            if proc.poll() is not None or time.monotonic() > end: sys.exit('the server did not start')
+            time.sleep(0.2)
+        bodies = patients(max(a.requests, 5000), a.same)
+        lat = latency(url, bodies[:a.requests])
+        kind = 'the same patient' if a.same else 'random patients'
+        print(f'/predict, {a.trees}-tree forest, {kind}, one uvicorn worker, {os.cpu_count()} cores (clients share them)')
+        print(f'  1 client, {len(lat)} sequential requests: p50 {np.percentile(lat, 50):.2f} ms, '
+              f'p99 {np.percentile(lat, 99):.2f} ms, mean {lat.mean():.2f} ms')
+        for n in (8, 32):
+            rps, ok, bad = throughput(url, n, a.seconds, bodies)
+            print(f'  {n:2d} clients for {a.seconds:g} s: {rps:,.0f} requests/s ({ok} answered 200, {bad} other)')
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try: proc.wait(15)
+            except subprocess.TimeoutExpired: proc.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

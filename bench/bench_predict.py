@@ -1,0 +1,69 @@
+"""Benchmark batch scoring (`drug-nbdev predict`, i.e. serve.predict_main) on a million rows.
+
+Writes 1 000 000 synthetic patients (plus an id column) to a Parquet file in a temporary folder,
+trains a 100-tree forest on 300 synthetic patients in a temporary registry, then runs predict_main in
+a child process and reports its wall time, rows/s and peak memory (the child's ru_maxrss, from
+os.wait4). Goal on the 2-core machine: under 10 s and 1 GiB. Prints numbers; it is not a test.
+
+    .venv/bin/python bench/bench_predict.py [--rows 1000000] [--chunksize 100000] [--out csv|parquet] [--trees 100]
+"""
+import argparse, os, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+import numpy as np, pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else sys.executable
+SETUP = """
+import os, sys
+from drug_nbdev.explain import synthetic_patients
+from drug_nbdev.ingest import ingest_paths
+from drug_nbdev.train import retrain_forest
+p = os.path.join(os.environ['DRUG_NBDEV_HOME'], 'patients.csv')
+synthetic_patients(300, seed=0).to_csv(p, index=False)
+ingest_paths([p])
+print(retrain_forest(n_estimators=int(sys.argv[1]), min_accuracy=0.0)['version'])
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--rows', type=int, default=1_000_000)
+    ap.add_argument('--chunksize', type=int, default=100_000)
+    ap.add_argument('--out', choices=['csv', 'parquet'], default='parquet')
+    ap.add_argument('--trees', type=int, default=100)
+    a = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix='drug_bench_predict_'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith('DRUG_NBDEV_')}
+    env.update(DRUG_NBDEV_HOME=str(home), DRUG_NBDEV_DB_URL=f'sqlite:///{home}/drug.db', DRUG_NBDEV_MODELS=str(home/'models'),
+               DRUG_NBDEV_STORE=str(home/'lake'), MLFLOW_TRACKING_URI=f'sqlite:///{home}/mlflow.db')
+    try:
+        subprocess.run([PY, '-c', SETUP, str(a.trees)], env=env, cwd=home, check=True, capture_output=True)
+        rng = np.random.default_rng(0)
+        n = a.rows
+        df = pd.DataFrame({'patient_id': np.arange(n), 'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
+                           'BP': rng.choice(['HIGH', 'LOW', 'NORMAL'], n), 'Cholesterol': rng.choice(['HIGH', 'NORMAL'], n),
+                           'Na_to_K': rng.uniform(6.3, 38.2, n).round(3)})
+        src, dst = home/'patients.parquet', home/f'scored.{a.out}'
+        df.to_parquet(src, row_group_size=a.chunksize)
+        del df
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([PY, '-c', 'import sys; from drug_nbdev.serve import predict_main; '
+                                 f'sys.exit(predict_main({str(src)!r}, {str(dst)!r}, chunksize={a.chunksize}))'],
+                                env=env, cwd=home)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.perf_counter() - t0
+        if proc.returncode != 0: sys.exit(f'predict_main failed with exit code {proc.returncode}')
+        rows = pd.read_parquet(dst, columns=['prediction']).shape[0] if a.out == 'parquet' else sum(1 for _ in open(dst)) - 1
+        assert rows == n, (rows, n)
+        print(f'predict_main: {n:,} rows, Parquet in -> {a.out} out, chunks of {a.chunksize:,}, {a.trees}-tree forest, '
+              f'{os.cpu_count()} cores')
+        print(f'  wall time {dt:.2f} s (process start and imports included), {n / dt:,.0f} rows/s, '
+              f'peak memory {usage.ru_maxrss / 1024:,.0f} MiB (child ru_maxrss), input {src.stat().st_size / 2**20:.1f} MiB, '
+              f'output {dst.stat().st_size / 2**20:.1f} MiB')
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
