@@ -243,6 +243,13 @@ def _problem_text(e: dict) -> str:
     shown = f' (got {got!r})' if got is not None and not isinstance(got, (dict, list)) else ''
     return f'{where}: {msg[0].lower() + msg[1:]}{shown}'
 
+def _json_safe(v):
+    "`v` when JSON can carry it (finite numbers, text, booleans), else its repr: an error answer must never fail."
+    if isinstance(v, np.generic): v = v.item()
+    if isinstance(v, (str, bool, int)): return v
+    if isinstance(v, float) and math.isfinite(v): return v
+    return repr(v)
+
 def _error(detail: str, errors: list, code: int = 422, **extra) -> JSONResponse:
     return JSONResponse({'status': 'error', 'detail': detail, 'errors': errors, **extra}, status_code=code)
 
@@ -331,7 +338,7 @@ def create_app(predictor: Predictor | None = None) -> FastAPI:
     @app.exception_handler(ContractError)
     async def _contract(request: Request, exc: ContractError):
         extra = {'missing': exc.missing} if isinstance(exc, QueryError) else {}
-        return _error(str(exc), [{k: v for k, v in p.items() if v is not None} for p in exc.problems], **extra)
+        return _error(str(exc), [{k: _json_safe(v) for k, v in p.items() if v is not None} for p in exc.problems], **extra)
 
     @app.get('/health')
     def health():
