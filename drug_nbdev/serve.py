@@ -107,7 +107,7 @@ class _Served:
         if est is not None and hasattr(est, 'steps'):
             final = est.steps[-1][1]
             if 'n_jobs' in final.get_params(): final.set_params(n_jobs=1)  # one row: joblib costs more than it saves
-        self.tree = tree_shap(model) if est is not None else None
+        self.tree = tree_shap(model) if est is not None and explain else None   # batch scoring needs no explainer (nor shap)
         self.explain = explain
         self.ranges = {c: tuple(v) for c, v in (model.meta.get('input_ranges') or {}).items() if c in NUMERIC}
         self.answer = lru_cache(maxsize=cache_size)(self._answer)
