@@ -38,8 +38,8 @@ CHANNELS = ('api', 'batch', 'query', 'form')
 
 class AuditLog:
     "Writes predictions to the `predictions` table from a background thread, in batches."
-    def __init__(self, engine: sa.Engine, batch_size: int = 2000, interval: float = 0.2):
-        self.engine, self.batch_size, self.interval = engine, batch_size, interval
+    def __init__(self, engine: sa.Engine, batch_size: int = 2000, interval: float = 0.2, slice: int = 64):
+        self.engine, self.batch_size, self.interval, self.slice = engine, batch_size, interval, slice
         audit_metadata.create_all(engine)
         self._q, self._closed, self.written, self.errors = queue.Queue(), False, 0, 0
         self._thread = threading.Thread(target=self._run, name='audit-log', daemon=True)
@@ -72,10 +72,16 @@ class AuditLog:
                 try: items.append(self._q.get_nowait())
                 except queue.Empty: break
             stop = any(i is None for i in items)
-            rows = [r for i in items if i is not None for r in self._rows(i)]
+            rows = []
+            for k, i in enumerate(items):
+                if i is not None: rows += self._rows(i)
+                if k % 32 == 31: time.sleep(0)  # hand the GIL to request threads: they must not wait for JSON encoding
             try:
                 if rows:
-                    with self.engine.begin() as conn: conn.execute(predictions_table.insert(), rows)
+                    with self.engine.begin() as conn:
+                        for j in range(0, len(rows), self.slice):
+                            conn.execute(predictions_table.insert(), rows[j:j + self.slice])
+                            time.sleep(0)
                     self.written += len(rows)
             except Exception as e:  # the audit must never take the API down; say so on stderr
                 self.errors += len(rows)
