@@ -11,7 +11,7 @@ PORT    ?= 8000
 APP_PORT ?= 8866
 
 
-.PHONY: help install pipeline reports test test-deps nbtest pytest serve app clean export
+.PHONY: help install pipeline reports test test-deps nbtest pytest serve app bench clean export
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
 	$(BIN)/voila nbs/08_predict.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=127.0.0.1 \
 	  --strip_sources=True --VoilaExporter.exclude_markdown=True --preheat_kernel=True \
 	  --VoilaConfiguration.file_allowlist="[]"
+
+bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, API latency and throughput
+	$(BIN)/python bench/bench_predict.py
+	$(BIN)/python bench/bench_api.py
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
 	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc
