@@ -75,7 +75,7 @@ def test_a_failing_run_is_reported_and_the_others_complete(home):
     grid = {k: v for k, v in SMALL.items() if k != 'model'} | {'promote': False, 'name': 'typo test',
                                                                 'grid': {'model': ['rf', 'nonexistent_model']}}
     params = write_params(home/'grid.yaml', grid)
-    assert run_main(params, only='ingest,train', nbs=NBS) == 1
+    assert run_main(params, only='ingest,train', nbs=NBS, jobs=2) == 1     # side by side
     recs = {r['parameters']['model']: r for r in runs(home/'reports')}
     ok, bad = recs['rf'], recs['nonexistent_model']
     assert ok['status'] == 'succeeded' and ok['results']['train']['cv']['f1_macro']['mean'] > 0.5
