@@ -11,8 +11,8 @@ import numpy as np, pandas as pd
 
 # %% auto #0
 __all__ = ['FEATURES', 'TARGET', 'COLUMNS', 'NUMERIC', 'CATEGORICAL', 'CATEGORIES', 'DRUGS', 'DTYPES', 'AGE_MIN', 'AGE_MAX',
-           'NA_TO_K_MAX', 'ContractError', 'validate_frame', 'validate_record', 'project_root', 'Settings',
-           'get_settings']
+           'NA_TO_K_MAX', 'ContractError', 'validate_frame', 'validate_record', 'checkout_root', 'project_root',
+           'Settings', 'get_settings']
 
 # %% ../nbs/00_config.ipynb #50776912
 FEATURES = ['Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K']
@@ -133,13 +133,17 @@ def validate_record(rec: dict, target: bool | None = False) -> dict:
     return out
 
 # %% ../nbs/00_config.ipynb #5c54bc6f
+def checkout_root() -> Path | None:
+    "The source checkout holding this package (settings.ini, nbs/, data/samples/), or None when installed elsewhere."
+    here = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p/'settings.ini').exists() and (p/'drug_nbdev').is_dir(): return p
+    return None
+
 def project_root() -> Path:
     "The folder holding data/, models/ and reports/: `DRUG_NBDEV_HOME`, else this checkout, else the cwd."
     if os.environ.get('DRUG_NBDEV_HOME'): return Path(os.environ['DRUG_NBDEV_HOME']).expanduser().resolve()
-    here = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd()
-    for p in (here, *here.parents):
-        if (p/'settings.ini').exists() and (p/'drug_nbdev').is_dir(): return p
-    return Path.cwd().resolve()
+    return checkout_root() or Path.cwd().resolve()
 
 # %% ../nbs/00_config.ipynb #e2c714af
 @dataclass

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 import pandas as pd
-from .config import project_root, get_settings
+from .config import project_root, checkout_root, get_settings
 
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'RESERVED', 'RUNNER_SET', 'RunError', 'find_stages', 'stage_parameters', 'read_params',
@@ -28,10 +28,9 @@ class RunError(ValueError):
 def _nbs(nbs=None) -> Path:
     "The notebook folder: `nbs`, else <project_root()>/nbs, else the nbs/ of the checkout holding this module."
     if nbs: return Path(nbs).expanduser().resolve()
-    here = project_root()/'nbs'
-    if here.is_dir() or '__file__' not in globals(): return here
-    checkout = Path(__file__).resolve().parent.parent/'nbs'
-    return checkout if checkout.is_dir() else here
+    for base in (project_root(), checkout_root()):
+        if base and (base/'nbs').is_dir(): return base/'nbs'
+    return project_root()/'nbs'
 
 def find_stages(only: str | list | None = None, nbs=None) -> dict[str, Path]:
     "The notebooks of the selected stages (`only`: comma list or list of names; None = all), in number order."

@@ -24,8 +24,6 @@ def home(tmp_path, monkeypatch):
     "A fresh project home: the input data files and nothing else; every setting points inside it."
     (tmp_path/'data').mkdir()
     shutil.copy(REPO/'data'/'drug200.csv', tmp_path/'data'/'drug200.csv')
-    if (REPO/'data'/'samples').is_dir():    # 01_ingest shows its format sniffing on these
-        shutil.copytree(REPO/'data'/'samples', tmp_path/'data'/'samples')
     env = {'DRUG_NBDEV_HOME': str(tmp_path), 'DRUG_NBDEV_DB_URL': f"sqlite:///{tmp_path/'data'/'drug_nbdev.db'}",
            'DRUG_NBDEV_STORE': str(tmp_path/'data'/'lake'), 'DRUG_NBDEV_MODELS': str(tmp_path/'models'),
            'DRUG_NBDEV_REPORTS': str(tmp_path/'reports'),
