@@ -77,16 +77,24 @@ def _keras_inputs(X: pd.DataFrame) -> dict:
     return {c: tf.constant(X[c].to_numpy('float32').reshape(-1, 1)) if c in NUMERIC
             else tf.constant(X[c].astype(str).to_numpy(object).reshape(-1, 1).tolist(), dtype=tf.string) for c in FEATURES}
 
-def build_network(X: pd.DataFrame, n_classes: int, hidden_units: int = 32):
-    "A Keras functional model: 5 named raw inputs -> StringLookup/Normalization (adapted on `X`) -> Dense -> softmax."
+def build_network(X: pd.DataFrame, n_classes: int, hidden_units: int = 32, feature_units: int = 16,
+                  log_ratio: bool = True):
+    "A Keras functional model: 5 named raw inputs -> lookup/log/normalise (adapted on `X`) -> per-number ReLU -> Dense -> softmax."
     tf = _tf(); keras = tf.keras
     inputs = {c: keras.Input(shape=(1,), name=c, dtype='float32' if c in NUMERIC else 'string') for c in FEATURES}
     parts = []
     for c in FEATURES:
         if c in NUMERIC:
+            x, values = inputs[c], X[[c]].to_numpy('float32')
+            if c == 'Na_to_K' and log_ratio:   # a ratio: compare it on a log scale (floored so 0 cannot give -inf)
+                x = keras.layers.Lambda(lambda t: keras.ops.log(keras.ops.maximum(t, 1e-3)), name='log_Na_to_K')(x)
+                values = np.log(np.maximum(values, 1e-3))
             norm = keras.layers.Normalization(name=f'normalize_{c}')
-            norm.adapt(X[[c]].to_numpy('float32'))
-            parts.append(norm(inputs[c]))
+            norm.adapt(values)
+            x = norm(x)
+            if feature_units:   # a learned piecewise-linear function of this number alone
+                x = keras.layers.Dense(feature_units, activation='relu', name=f'features_{c}')(x)
+            parts.append(x)
         else:  # index 0 is the out-of-vocabulary slot: an unknown category gives no evidence
             parts.append(keras.layers.StringLookup(vocabulary=list(CATEGORIES[c]), output_mode='one_hot',
                                                    name=f'lookup_{c}')(inputs[c]))
@@ -96,17 +104,18 @@ def build_network(X: pd.DataFrame, n_classes: int, hidden_units: int = 32):
 # %% ../nbs/04_train.ipynb #5053f552
 class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
     "A scikit-learn classifier around `build_network`; takes the five raw FEATURES."
-    def __init__(self, hidden_units: int = 32, learning_rate: float = 0.01, epochs: int = 200,
-                 batch_size: int = 32, seed: int = 0):
+    def __init__(self, hidden_units: int = 32, learning_rate: float = 0.03, epochs: int = 200,
+                 batch_size: int = 32, feature_units: int = 16, log_ratio: bool = True, seed: int = 0):
         self.hidden_units, self.learning_rate, self.epochs, self.batch_size, self.seed = \
             hidden_units, learning_rate, epochs, batch_size, seed
+        self.feature_units, self.log_ratio = feature_units, log_ratio
 
     def fit(self, X: pd.DataFrame, y):
         tf = _tf(); keras = tf.keras
         y = np.asarray(y).astype(str)
         self.classes_ = np.unique(y)
         keras.utils.set_random_seed(self.seed)
-        self.model_ = build_network(X, len(self.classes_), self.hidden_units)
+        self.model_ = build_network(X, len(self.classes_), self.hidden_units, self.feature_units, self.log_ratio)
         self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss='sparse_categorical_crossentropy')
         codes = np.searchsorted(self.classes_, y).astype('int32')
         n = len(y); steps = -(-n // self.batch_size)
@@ -148,13 +157,12 @@ def make_candidate(name: str, binning: bool = False, smote: bool = False, seed: 
     if name == 'tree': return build_pipeline(DecisionTreeClassifier(), binning=binning, smote=smote, seed=seed)
     if name == 'logreg': return build_pipeline(LogisticRegression(C=10.0, max_iter=5000), binning=binning, smote=smote,
                                                scale=True, seed=seed)
-    net = KerasDrugClassifier(hidden_units=16 if quick else 32, learning_rate=0.03 if quick else 0.1,
-                              epochs=20 if quick else 200, seed=seed)
+    net = KerasDrugClassifier(hidden_units=16 if quick else 32, learning_rate=0.03, epochs=20 if quick else 200, seed=seed)
     est = ImbPipeline([('smote', SMOTENC(categorical_features=CATEGORICAL, random_state=seed)), ('model', net)]) if smote else net
     if not tune: return est
     p = 'model__' if smote else ''
     grid = ({f'{p}hidden_units': [16], f'{p}learning_rate': [0.03]} if quick else
-            {f'{p}hidden_units': [16, 32], f'{p}learning_rate': [0.03, 0.1]})
+            {f'{p}hidden_units': [16, 32], f'{p}learning_rate': [0.01, 0.03]})
     return GridSearchCV(est, grid, cv=_inner_cv(seed), scoring='f1_macro')
 
 # %% ../nbs/04_train.ipynb #19a6f309
