@@ -22,11 +22,11 @@ from imblearn.over_sampling import SMOTENC
 from .preprocess import build_pipeline
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'SIMPLICITY', 'TRUSTED_TYPES', 'EXPERIMENT', 'set_seeds', 'align_proba', 'brier_score',
-           'score_probabilities', 'build_network', 'KerasDrugClassifier', 'make_candidate', 'cross_validate_model',
-           'summarise_folds', 'breakdown', 'choose_champion', 'new_version_id', 'frame_sha256', 'model_card',
-           'register_model', 'promote', 'current_version', 'list_versions', 'RegisteredModel', 'load_model',
-           'tracking_uri', 'log_run', 'plot_confusion', 'plot_reliability', 'TrainResult', 'input_ranges',
+__all__ = ['CANDIDATES', 'SIMPLICITY', 'NEEDS_TENSORFLOW', 'TRUSTED_TYPES', 'EXPERIMENT', 'set_seeds', 'align_proba',
+           'brier_score', 'score_probabilities', 'build_network', 'KerasDrugClassifier', 'make_candidate',
+           'cross_validate_model', 'summarise_folds', 'breakdown', 'choose_champion', 'new_version_id', 'frame_sha256',
+           'model_card', 'register_model', 'promote', 'current_version', 'list_versions', 'RegisteredModel',
+           'load_model', 'tracking_uri', 'log_run', 'plot_confusion', 'plot_reliability', 'TrainResult', 'input_ranges',
            'train_models', 'rule_drug', 'retrain_forest', 'models_main', 'promote_main']
 
 # %% ../nbs/04_train.ipynb #bf9e5f00
@@ -121,7 +121,7 @@ class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
         n = len(y); steps = -(-n // self.batch_size)
         data = (tf.data.Dataset.from_tensor_slices((_keras_inputs(X), codes))
                 .shuffle(n, seed=self.seed, reshuffle_each_iteration=True).batch(self.batch_size).repeat())
-        self.model_.fit(data, steps_per_epoch=steps * self.epochs, epochs=1, verbose=0)
+        self.model_.fit(data, steps_per_epoch=steps * self.epochs, epochs=1, verbose=0, shuffle=False)  # the dataset shuffles
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -140,6 +140,7 @@ class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
 # %% ../nbs/04_train.ipynb #1f9c2292
 CANDIDATES = ('rf', 'rf_binned', 'tf', 'tree', 'logreg')
 SIMPLICITY = ('tree', 'logreg', 'rf_binned', 'rf', 'tf')   # champion tie-break: simpler first
+NEEDS_TENSORFLOW = {'tf'}                                      # candidates the API could only serve with TensorFlow
 
 def _inner_cv(seed): return StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
 
@@ -207,8 +208,9 @@ def choose_champion(table: pd.DataFrame, tol: float = 0.005) -> str:
     "The name in `table` (columns name, f1_macro_mean, log_loss_mean) chosen by the champion rule above."
     if table.empty: raise ValueError('no candidates to choose from')
     near = table[table.f1_macro_mean >= table.f1_macro_mean.max() - tol]
-    rank = near.assign(_simple=[SIMPLICITY.index(n) if n in SIMPLICITY else len(SIMPLICITY) for n in near.name])
-    return str(rank.sort_values(['log_loss_mean', '_simple']).name.iloc[0])
+    rank = near.assign(_tf=[n in NEEDS_TENSORFLOW for n in near.name],
+                       _simple=[SIMPLICITY.index(n) if n in SIMPLICITY else len(SIMPLICITY) for n in near.name])
+    return str(rank.sort_values(['_tf', 'log_loss_mean', '_simple']).name.iloc[0])
 
 # %% ../nbs/04_train.ipynb #91e55d71
 TRUSTED_TYPES = ['drug_nbdev.preprocess.bin_features', 'imblearn.over_sampling._smote.base.SMOTENC',
