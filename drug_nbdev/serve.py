@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from .config import (FEATURES, NUMERIC, TARGET, DRUGS, AGE_MIN, AGE_MAX, NA_TO_K_MAX, ContractError,
                                validate_frame, validate_record, get_settings)
 from .ingest import get_engine, sniff_format
-from .train import load_model, retrain_forest
+from .train import load_model, retrain_forest, current_version
 from .explain import tree_shap, contributions, factors_from
 from .query import parse_query, QueryError
 
@@ -145,9 +145,10 @@ class _Served:
 class Predictor:
     "The served model: validates, predicts, warns, explains and audits; `reload()` swaps the model atomically."
     def __init__(self, models_dir=None, version: str | None = None, engine: sa.Engine | None = None,
-                 audit: bool = True, explain: bool = True):
+                 audit: bool = True, explain: bool = True, follow_every: float = 1.0):
         self.models_dir, self.pinned, self.engine, self.explain = models_dir, version, engine, explain
-        self._lock = threading.Lock()
+        self.follow_every, self._next_look = follow_every, time.monotonic() + follow_every
+        self._lock, self._reloading = threading.Lock(), threading.Lock()
         self._served: _Served | None = None
         self.reload()
         self.audit = AuditLog(engine if engine is not None else get_engine()) if audit else None
@@ -158,6 +159,20 @@ class Predictor:
         with self._lock: self._served = served
         return served.version
 
+    def _follow(self) -> None:
+        "At most every `follow_every` seconds: when the registry's current model changed, reload it in the background."
+        if self.pinned or time.monotonic() < self._next_look: return
+        self._next_look = time.monotonic() + self.follow_every
+        v = current_version(self.models_dir)
+        if v and v != self._served.version and self._reloading.acquire(blocking=False):
+            threading.Thread(target=self._reload_quietly, name='drug-nbdev-follow', daemon=True).start()
+
+    def _reload_quietly(self) -> None:
+        try: self.reload()
+        except Exception as e: print(f'drug-nbdev: could not load the registry\'s current model, still serving '
+                                     f'{self._served.version}: {e}', file=sys.stderr)
+        finally: self._reloading.release()
+
     @property
     def version(self) -> str: return self._served.version
 
@@ -167,6 +182,7 @@ class Predictor:
     def predict(self, record: dict, channel: str = 'api') -> dict:
         "One patient's prediction: prediction, probabilities, model_version, warnings, explanation, patient_data."
         rec = validate_record(record)
+        self._follow()
         s = self._served
         pred, proba, factors = s.answer(tuple(rec[c] for c in FEATURES))
         out = dict(prediction=pred, probabilities=proba, model_version=s.version, warnings=s.warnings(rec),
@@ -178,6 +194,7 @@ class Predictor:
                       validated: bool = False) -> pd.DataFrame:
         "Predictions for a table of patients: `prediction` and one `proba_<drug>` column per drug, on `df`'s index."
         X = df if validated else validate_frame(df, source=source, target=None, extra='keep')
+        self._follow()
         s = self._served
         proba = np.asarray(s.model.predict_proba(X[FEATURES]), dtype=float)
         out = pd.DataFrame(proba, columns=[f'proba_{d}' for d in s.classes], index=df.index)
@@ -190,6 +207,7 @@ class Predictor:
 
     def info(self) -> dict:
         "What is served: type, version, classes, features, metrics, trained_at (for /model/info)."
+        self._follow()
         m = self._served.model
         final = m.estimator.steps[-1][1] if getattr(m, 'estimator', None) is not None and hasattr(m.estimator, 'steps') else m.estimator
         return dict(type=type(final).__name__ if final is not None else m.meta.get('name', m.kind), name=m.meta.get('name'),
