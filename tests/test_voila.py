@@ -58,9 +58,9 @@ def voila(registry):
     env = {**os.environ, **registry}
     env.pop('IN_TEST', None)                       # the app must run as clinicians get it, not in test mode
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'08_predict.ipynb'), '--no-browser', f'--port={port}',
-                             '--Voila.ip=127.0.0.1', '--strip_sources=True', '--preheat_kernel=True',
-                             '--VoilaExporter.exclude_markdown=True', '--VoilaConfiguration.file_allowlist=[]'],
+    # as `make app` starts it: the settings (loopback, sources and prose stripped, preheated kernel, no
+    # files served) come from voila.json in the repo root, which Voila reads from its working directory
+    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'08_predict.ipynb'), f'--port={port}'],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     def output():
         log.seek(0)
