@@ -7,22 +7,10 @@ connection per client thread). Patients are drawn at random (so the answer cache
 
     .venv/bin/python bench/bench_api.py [--requests 2000] [--seconds 5] [--trees 100] [--same]
 """
-import argparse, os, shutil, socket, subprocess, sys, tempfile, threading, time
-from pathlib import Path
+import argparse, os, shutil, socket, subprocess, sys, threading, time
 import httpx, numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else sys.executable
-SETUP = """
-import os, sys
-from drug_nbdev.explain import synthetic_patients
-from drug_nbdev.ingest import ingest_paths
-from drug_nbdev.train import retrain_forest
-p = os.path.join(os.environ['DRUG_NBDEV_HOME'], 'patients.csv')
-synthetic_patients(300, seed=0).to_csv(p, index=False)
-ingest_paths([p])
-print(retrain_forest(n_estimators=int(sys.argv[1]), min_accuracy=0.0)['version'])
-"""
+from common import PY, scratch_home
 
 
 def free_port() -> int:
@@ -77,13 +65,9 @@ def main():
     ap.add_argument('--trees', type=int, default=100, help='trees in the served forest')
     ap.add_argument('--same', action='store_true', help='always send the same patient (answer cache hits)')
     a = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix='drug_bench_api_'))
-    env = {k: v for k, v in os.environ.items() if not k.startswith('DRUG_NBDEV_')}
-    env.update(DRUG_NBDEV_HOME=str(home), DRUG_NBDEV_DB_URL=f'sqlite:///{home}/drug.db', DRUG_NBDEV_MODELS=str(home/'models'),
-               DRUG_NBDEV_STORE=str(home/'lake'), MLFLOW_TRACKING_URI=f'sqlite:///{home}/mlflow.db')
     proc = None
+    home, env = scratch_home('drug_bench_api_', a.trees)
     try:
-        subprocess.run([PY, '-c', SETUP, str(a.trees)], env=env, cwd=home, check=True, capture_output=True)
         port = free_port(); url = f'http://127.0.0.1:{port}'
         proc = subprocess.Popen([PY, '-c', f'from drug_nbdev.serve import serve_main; raise SystemExit(serve_main("127.0.0.1", {port}))'],
                                 env=env, cwd=home)

@@ -7,22 +7,10 @@ os.wait4). Goal on the 2-core machine: under 10 s and 1 GiB. Prints numbers; it 
 
     .venv/bin/python bench/bench_predict.py [--rows 1000000] [--chunksize 100000] [--out csv|parquet] [--trees 100]
 """
-import argparse, os, shutil, subprocess, sys, tempfile, time
-from pathlib import Path
+import argparse, os, shutil, subprocess, sys, time
 import numpy as np, pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else sys.executable
-SETUP = """
-import os, sys
-from drug_nbdev.explain import synthetic_patients
-from drug_nbdev.ingest import ingest_paths
-from drug_nbdev.train import retrain_forest
-p = os.path.join(os.environ['DRUG_NBDEV_HOME'], 'patients.csv')
-synthetic_patients(300, seed=0).to_csv(p, index=False)
-ingest_paths([p])
-print(retrain_forest(n_estimators=int(sys.argv[1]), min_accuracy=0.0)['version'])
-"""
+from common import PY, scratch_home
 
 
 def main():
@@ -32,12 +20,8 @@ def main():
     ap.add_argument('--out', choices=['csv', 'parquet'], default='parquet')
     ap.add_argument('--trees', type=int, default=100)
     a = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix='drug_bench_predict_'))
-    env = {k: v for k, v in os.environ.items() if not k.startswith('DRUG_NBDEV_')}
-    env.update(DRUG_NBDEV_HOME=str(home), DRUG_NBDEV_DB_URL=f'sqlite:///{home}/drug.db', DRUG_NBDEV_MODELS=str(home/'models'),
-               DRUG_NBDEV_STORE=str(home/'lake'), MLFLOW_TRACKING_URI=f'sqlite:///{home}/mlflow.db')
+    home, env = scratch_home('drug_bench_predict_', a.trees)
     try:
-        subprocess.run([PY, '-c', SETUP, str(a.trees)], env=env, cwd=home, check=True, capture_output=True)
         rng = np.random.default_rng(0)
         n = a.rows
         df = pd.DataFrame({'patient_id': np.arange(n), 'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
