@@ -5,6 +5,7 @@
 # %% ../nbs/04_train.ipynb #2ae6ce2a
 from __future__ import annotations
 import hashlib, json, os, random, secrets, shutil, sys, threading, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +31,21 @@ __all__ = ['CANDIDATES', 'SIMPLICITY', 'NEEDS_TENSORFLOW', 'TRUSTED_TYPES', 'EXP
            'train_models', 'rule_drug', 'retrain_forest', 'models_main', 'promote_main']
 
 # %% ../nbs/04_train.ipynb #bf9e5f00
+@contextmanager
+def _native_stderr_silenced():
+    "Point file descriptor 2 at /dev/null for the block: TensorFlow's C++ start-up notices bypass Python's logging."
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2); yield
+    finally:
+        os.dup2(saved, 2); os.close(saved); os.close(null)
+
 def _tf():
     "TensorFlow, imported on first use only, single-threaded and with deterministic ops."
+    if 'tensorflow' not in sys.modules:
+        # its import prints CPU-feature and oneDNN notices from C++ into every report; errors still raise
+        with _native_stderr_silenced(): import tensorflow
     import tensorflow as tf
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -65,7 +79,8 @@ def score_probabilities(y_true, proba, classes=DRUGS) -> dict:
     y_true = np.asarray(y_true).astype(str)
     pred = np.asarray(classes)[np.asarray(proba).argmax(1)]
     return dict(accuracy=float(accuracy_score(y_true, pred)), f1_macro=float(f1_score(y_true, pred, average='macro')),
-                log_loss=float(log_loss(y_true, np.clip(proba, 1e-15, 1), labels=list(classes))),
+                # rows renormalised: float32 network outputs sum to 1 only within ~1e-7, and sklearn warns on that
+                log_loss=float(log_loss(y_true, np.asarray(proba, float) / np.asarray(proba, float).sum(1, keepdims=True), labels=list(classes))),
                 brier=brier_score(y_true, proba, classes))
 
 # %% ../nbs/04_train.ipynb #08f728e2
