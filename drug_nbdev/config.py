@@ -50,26 +50,34 @@ def _check_category(col, v):
     return c, None
 
 def _as_number(v):
-    "`v` as a float, or None when it is not a number (bools are not numbers here)."
+    "`v` as a float (±inf when too large for one), or None when it is not a number (bools are not numbers here)."
     if v is None or v is pd.NA or isinstance(v, (bool, np.bool_)): return None
     if isinstance(v, str):
         try: return float(v.strip())
         except ValueError: return None
     try: return float(v)
+    except OverflowError: return math.inf if v > 0 else -math.inf
     except (TypeError, ValueError): return None
+
+def _show(v, width=40):
+    "`repr(v)` for a message, shortened: a pasted 5,000-digit number must not fill (or break) the reply."
+    try: r = repr(v)
+    except ValueError: return f'a number of more than {width} digits'  # ints beyond Python's str-conversion limit
+    return r if len(r) <= width else f'{r[:width - 1]}…'
 
 def _check_age(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{v!r} is not a number'
-    if not x.is_integer(): return None, f'{v!r} is not a whole number of years'
-    if not AGE_MIN <= x <= AGE_MAX: return None, f'{v!r} is outside {AGE_MIN}–{AGE_MAX}'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if not math.isfinite(x): return None, f'{_show(v)} is not finite'
+    if not x.is_integer(): return None, f'{_show(v)} is not a whole number of years'
+    if not AGE_MIN <= x <= AGE_MAX: return None, f'{_show(v)} is outside {AGE_MIN}–{AGE_MAX}'
     return int(x), None
 
 def _check_na_to_k(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{v!r} is not a number'
-    if not math.isfinite(x): return None, f'{v!r} is not finite'
-    if not 0 < x <= NA_TO_K_MAX: return None, f'{v!r} is outside (0, {NA_TO_K_MAX:g}]'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if not math.isfinite(x): return None, f'{_show(v)} is not finite'
+    if not 0 < x <= NA_TO_K_MAX: return None, f'{_show(v)} is outside (0, {NA_TO_K_MAX:g}]'
     return x, None
 
 def _missing(v):
