@@ -12,11 +12,12 @@ from importlib import metadata
 from pathlib import Path
 import pandas as pd
 from .config import project_root, checkout_root, get_settings
+from .ingest import file_sha256
 
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'RESERVED', 'RUNNER_SET', 'RunError', 'find_stages', 'stage_parameters', 'read_params',
-           'plan_runs', 'check_kernel', 'render_html', 'execute_stage', 'package_versions', 'git_state', 'file_sha256',
-           'data_sha256', 'run_stages', 'run_main', 'build_leaderboard', 'leaderboard_html', 'write_leaderboard']
+           'plan_runs', 'check_kernel', 'render_html', 'execute_stage', 'package_versions', 'git_state',
+           'data_checksums', 'run_stages', 'run_main', 'build_leaderboard', 'leaderboard_html', 'write_leaderboard']
 
 # %% ../nbs/09_run.ipynb #144b4945
 STAGES = ('ingest', 'explore', 'preprocess', 'train', 'explain')
@@ -230,13 +231,7 @@ def git_state(root=None) -> dict:
     if not commit: return dict(commit=None, dirty=None)
     return dict(commit=commit, dirty=bool(git('status', '--porcelain', '--untracked-files=no')))
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
-    return h.hexdigest()
-
-def data_sha256(results: dict, root=None) -> dict:
+def data_checksums(results: dict, root=None) -> dict:
     "Checksums of the data a run used: `ingest.json`'s per-file SHA-256s and its fingerprint of all patients."
     ing = results.get('ingest') or {}
     files = {str(f.get('path')): f['sha256'] for f in ing.get('files') or [] if isinstance(f, dict) and f.get('sha256')}
@@ -279,7 +274,7 @@ def run_stages(run_dir, stages: dict[str, Path], params: dict, meta: dict | None
             if st['status'] != 'succeeded': failed = s
         save()
         if on_stage: on_stage(s, rec['stages'][s]['status'])
-    rec['data_sha256'] = data_sha256(rec['results'])
+    rec['data_sha256'] = data_checksums(rec['results'])
     rec['status'] = 'failed' if failed else 'succeeded'
     if failed:
         e = rec['stages'][failed]['error'] or {}

@@ -56,7 +56,8 @@ def start_api(token: str | None = None):
         assert r.returncode == 0, f'could not build the test registry:\n{r.stdout}\n{r.stderr}'
         first = r.stdout.strip().splitlines()[-1]
         port = free_port()
-        proc = subprocess.Popen([PY, '-c', f'from drug_nbdev.serve import serve_main; raise SystemExit(serve_main("127.0.0.1", {port}))'],
+        # the console script `make serve` runs, so the CLI's wiring is under test too
+        proc = subprocess.Popen([str(Path(PY).parent/'drug-nbdev'), 'serve', '--host', '127.0.0.1', '--port', str(port)],
                                 env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_for_port(port, proc, 'drug_nbdev API (uvicorn)', timeout=120)
         url = f'http://127.0.0.1:{port}'
