@@ -83,7 +83,14 @@ def read_params(path: str | os.PathLike | None) -> dict:
     import yaml
     p = Path(path)
     if not p.is_file(): raise RunError(f'{path}: no such parameters file')
-    try: spec = yaml.safe_load(p.read_text())
+    class UniqueKeys(yaml.SafeLoader): pass      # plain YAML keeps the last of two equal keys, silently
+    def mapping(loader, node, deep=False):
+        keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+        dups = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if dups: raise yaml.constructor.ConstructorError(None, None, f'duplicate key(s): {", ".join(dups)}', node.start_mark)
+        return loader.construct_mapping(node, deep)
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try: spec = yaml.load(p.read_text(), Loader=UniqueKeys)
     except yaml.YAMLError as e: raise RunError(f'{path}: not valid YAML: {e}') from None
     if spec is None: return {}
     if not isinstance(spec, dict): raise RunError(f'{path}: expected a mapping of parameter: value, got {type(spec).__name__}')
@@ -95,6 +102,7 @@ def read_params(path: str | os.PathLike | None) -> dict:
     if not isinstance(grid, dict): raise RunError(f"{path}: 'grid' must be a mapping of parameter -> list of values")
     for k, vs in grid.items():
         if not isinstance(vs, list) or not vs: raise RunError(f"{path}: grid.{k} must be a non-empty list of values, got {vs!r}")
+        if len({repr(v) for v in vs}) < len(vs): raise RunError(f"{path}: grid.{k} lists a value twice: {vs!r}")
     return spec
 
 def plan_runs(spec: dict, stages: dict[str, Path], source: str = 'parameters') -> list[dict]:
