@@ -55,13 +55,37 @@ class AuditLog:
         if channel not in CHANNELS: raise ValueError(f'channel must be one of {", ".join(CHANNELS)}, not {channel!r}')
         self._q.put(('many', datetime.now(timezone.utc), channel, model_version, inputs, outputs))
 
-    def _rows(self, item):
+    def _rows(self, item) -> tuple[list[dict], int, str | None]:
+        "The rows of one queued item, how many of its predictions could not be encoded as JSON, and why."
+        if item[0] == 'many': _, at, ch, v, ins, outs = item; pairs = zip(ins, outs)
+        else: at, ch, v, i, o = item; pairs = [(i, o)]
         dump = lambda o: json.dumps(o, default=str, allow_nan=False) if not isinstance(o, str) else o
-        if item[0] == 'many':
-            _, at, ch, v, ins, outs = item
-            return [dict(created_at=at, channel=ch, model_version=v, input=dump(i), output=dump(o)) for i, o in zip(ins, outs)]
-        at, ch, v, i, o = item
-        return [dict(created_at=at, channel=ch, model_version=v, input=dump(i), output=dump(o))]
+        rows, bad, why = [], 0, None
+        for i, o in pairs:
+            try: rows.append(dict(created_at=at, channel=ch, model_version=v, input=dump(i), output=dump(o)))
+            except (TypeError, ValueError) as e: bad, why = bad + 1, f'{type(e).__name__}: {e}'
+        return rows, bad, why
+
+    def _write(self, items: list) -> None:
+        "Encode `items` and insert their rows in one transaction; count and report what fails, never raise."
+        rows, bad, why = [], 0, None
+        for k, item in enumerate(items):
+            r, b, w = self._rows(item)
+            rows, bad, why = rows + r, bad + b, why or w
+            if k % 32 == 31: time.sleep(0)  # hand the GIL to request threads: they must not wait for JSON encoding
+        if bad:
+            self.errors += bad
+            print(f'audit log: could not encode {bad} prediction(s) as JSON: {why}', file=sys.stderr)
+        if not rows: return
+        try:
+            with self.engine.begin() as conn:
+                for j in range(0, len(rows), self.slice):
+                    conn.execute(predictions_table.insert(), rows[j:j + self.slice])
+                    time.sleep(0)
+            self.written += len(rows)
+        except Exception as e:  # the audit must never take the API down; say so on stderr
+            self.errors += len(rows)
+            print(f'audit log: could not write {len(rows)} prediction(s): {type(e).__name__}: {e}', file=sys.stderr)
 
     def _run(self):
         stop = False
@@ -72,21 +96,11 @@ class AuditLog:
                 try: items.append(self._q.get_nowait())
                 except queue.Empty: break
             stop = any(i is None for i in items)
-            rows = []
-            for k, i in enumerate(items):
-                if i is not None: rows += self._rows(i)
-                if k % 32 == 31: time.sleep(0)  # hand the GIL to request threads: they must not wait for JSON encoding
-            try:
-                if rows:
-                    with self.engine.begin() as conn:
-                        for j in range(0, len(rows), self.slice):
-                            conn.execute(predictions_table.insert(), rows[j:j + self.slice])
-                            time.sleep(0)
-                    self.written += len(rows)
-            except Exception as e:  # the audit must never take the API down; say so on stderr
-                self.errors += len(rows)
-                print(f'audit log: could not write {len(rows)} prediction(s): {type(e).__name__}: {e}', file=sys.stderr)
-            for _ in items: self._q.task_done()
+            try: self._write([i for i in items if i is not None])
+            except Exception as e:  # a bug here must not stop the thread: every later row would be lost
+                print(f'audit log: {type(e).__name__}: {e}', file=sys.stderr)
+            finally:
+                for _ in items: self._q.task_done()  # flush() returns whatever happened
 
     def flush(self) -> None:
         "Wait until everything queued so far is written."
@@ -187,7 +201,7 @@ class Predictor:
         pred, proba, factors = s.answer(tuple(rec[c] for c in FEATURES))
         out = dict(prediction=pred, probabilities=proba, model_version=s.version, warnings=s.warnings(rec),
                    explanation=factors, patient_data=rec)
-        if self.audit is not None: self.audit.log(channel, s.version, record, out)
+        if self.audit is not None: self.audit.log(channel, s.version, rec, out)  # the canonical record: five fields JSON can carry
         return out
 
     def predict_frame(self, df: pd.DataFrame, channel: str = 'batch', source: str = 'input',
