@@ -19,8 +19,8 @@ from .explain import tree_shap, contributions, factors_from
 from .query import parse_query, QueryError
 
 # %% auto #0
-__all__ = ['audit_metadata', 'predictions_table', 'CHANNELS', 'SEED_EXAMPLE', 'MAX_BATCH', 'AuditLog', 'Predictor', 'Patient',
-           'QueryIn', 'ErrorOut', 'RetrainIn', 'require_token', 'RetrainJobs', 'create_app', 'is_loopback',
+__all__ = ['audit_metadata', 'predictions_table', 'CHANNELS', 'SEED_EXAMPLE', 'MAX_BATCH', 'WholeNumber', 'AuditLog', 'Predictor',
+           'Patient', 'QueryIn', 'ErrorOut', 'RetrainIn', 'require_token', 'RetrainJobs', 'create_app', 'is_loopback',
            'serve_main', 'predict_main']
 
 # %% ../nbs/07_serve.ipynb #4a334bd9
@@ -239,14 +239,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_BATCH = 10_000
 
+def _integral(v):
+    "A float with a whole value (45.0) as the int JSON Schema says it is; anything else left for the strict check."
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+WholeNumber = Annotated[int, BeforeValidator(_integral)]
+
 class Patient(BaseModel):
     "One patient; categories are matched without regard to case."
-    model_config = ConfigDict(json_schema_extra={'examples': [SEED_EXAMPLE]})
-    Age: int = Field(ge=AGE_MIN, le=AGE_MAX, description='age in whole years')
+    model_config = ConfigDict(strict=True, extra='forbid', json_schema_extra={'examples': [SEED_EXAMPLE]})
+    Age: WholeNumber = Field(ge=AGE_MIN, le=AGE_MAX, description='age in whole years')
     Sex: str = Field(max_length=20, description='F or M')
     BP: str = Field(max_length=20, description='blood pressure: HIGH, LOW or NORMAL')
     Cholesterol: str = Field(max_length=20, description='HIGH or NORMAL')
@@ -265,8 +271,9 @@ class ErrorOut(BaseModel):
 
 class RetrainIn(BaseModel):
     "Seed 003's retraining parameters, with ranges."
-    n_estimators: int = Field(100, ge=1, le=1000)
-    max_leaf_nodes: int | None = Field(None, ge=2, le=10_000)
+    model_config = ConfigDict(strict=True, extra='forbid')
+    n_estimators: WholeNumber = Field(100, ge=1, le=1000)
+    max_leaf_nodes: WholeNumber | None = Field(None, ge=2, le=10_000)
     test_size: float = Field(0.2, ge=0.05, le=0.5)
     apply_smote: bool = False
 
