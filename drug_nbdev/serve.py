@@ -461,14 +461,24 @@ def serve_main(host: str = '127.0.0.1', port: int = 8000) -> int:
 
 # %% ../nbs/07_serve.ipynb #492dc30b
 def _chunks(path: Path, chunksize: int):
-    "Chunks of the table at `path` as DataFrames (streamed for Parquet and CSV)."
+    "Chunks of the table at `path` as DataFrames (streamed for Parquet and CSV; a CSV's cells as text)."
     fmt = sniff_format(path)
     if fmt == 'parquet':
         import pyarrow.parquet as pq
         for b in pq.ParquetFile(path).iter_batches(batch_size=chunksize): yield b.to_pandas()
     elif fmt == 'csv':
-        with pd.read_csv(path, chunksize=chunksize, skipinitialspace=True, skip_blank_lines=True) as r:
-            yield from r
+        with open(path, 'rb') as f:
+            if b'\x00' in f.read(8192): raise ContractError(f'{path.name}: is not a Parquet, Feather, HDF5 or CSV text file')
+        try:
+            with pd.read_csv(path, chunksize=chunksize, dtype=str, keep_default_na=False, encoding='utf-8-sig',
+                             skipinitialspace=True, skip_blank_lines=True) as r:
+                yield from r
+        except pd.errors.EmptyDataError: raise ContractError(f'{path.name}: has no header and no rows') from None
+        except pd.errors.ParserError as e:
+            why = str(e).strip().removeprefix('Error tokenizing data. C error: ')
+            raise ContractError(f'{path.name}: unreadable CSV: {why[:1].lower() + why[1:]}') from None
+        except UnicodeDecodeError as e:
+            raise ContractError(f'{path.name}: is not UTF-8 CSV text (byte {e.object[e.start:e.start + 1]!r}: {e.reason})') from None
     else:
         from drug_nbdev.ingest import read_file
         df = read_file(path)
@@ -497,11 +507,20 @@ class _Writer:
     def close(self):
         if self.pw is not None: self.pw.close()
 
+def _output_ready(chunk: pd.DataFrame, X: pd.DataFrame, clash: set, source: str) -> pd.DataFrame:
+    "The validated chunk `X` in the input's column order, or ContractError when a column clashes with the output's."
+    names = [str(c).strip() for c in chunk.columns]
+    bad = [c for c in names if c in clash]
+    if bad: raise ContractError(f'{source}: column(s) {", ".join(bad)} would clash with the scores written next to them '
+                                f'({", ".join(sorted(clash))}); rename or drop them')
+    return X[[c for c in names if c in X.columns] + [c for c in X.columns if c not in names]]
+
 def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 100_000) -> int:
     "Score the file `inp` into `out` (.csv or .parquet) with the current model (or version `model`); exit code."
     src, dst = Path(inp), Path(out)
     fmt = {'.csv': 'csv', '.parquet': 'parquet', '.pq': 'parquet'}.get(dst.suffix.lower())
     if fmt is None: print(f'{dst.name}: the output must end in .csv or .parquet', file=sys.stderr); return 2
+    if src.is_dir(): print(f'{src}: is a directory, not a file to score', file=sys.stderr); return 1
     if not src.is_file(): print(f'{src}: no such file', file=sys.stderr); return 1
     if chunksize < 1: print('chunksize must be at least 1', file=sys.stderr); return 2
     try: predictor = Predictor(version=model or None, audit=False, explain=False)
@@ -512,14 +531,16 @@ def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{dst.name}.', suffix='.part', dir=dst.parent); os.close(fd)
     tmp, writer, rows, t0 = Path(tmp), None, 0, time.perf_counter()
+    clash = {'prediction', *(f'proba_{c}' for c in predictor.model.classes)}
     try:
         writer = _Writer(tmp, fmt)
         for chunk in _chunks(src, chunksize):
             chunk = chunk.reset_index(drop=True)
             try: X = validate_frame(chunk, source=src.name, target=None, extra='keep')
             except ContractError as e: raise _shift_rows(e, rows, src.name) from None
+            X = _output_ready(chunk, X, clash, src.name)
             scored = predictor.predict_frame(X, validated=True)
-            writer.write(pd.concat([chunk, scored], axis=1))
+            writer.write(pd.concat([X, scored], axis=1))
             rows += len(chunk)
         if rows == 0: raise ContractError(f'{src.name}: has no rows')
         writer.close(); writer = None
