@@ -23,7 +23,10 @@ class QueryError(ContractError):
         super().__init__(msg, problems)
 
 # %% ../nbs/06_query.ipynb #ace1e41d
-_NUM = r'(-?\d+(?:\.\d+)?)'
+# the whole token, from its first digit (never from inside one), taken atomically so a long run of
+# digits and points cannot make the match backtrack; _number judges it
+_NUM = r'(?<![\d.,])((?>-?\d+(?:[.,]\d+)*+(?:[eE][+-]?\d+)?(?:\s*[-–]\s*\d+(?:[.,]\d+)*+)?))'
+_PLAIN = re.compile(r'-?\d{1,6}(?:\.\d+)?')
 _SEP = r'\s*(?:[:=]|\bis\b|\bwas\b|\bof\b)?\s*'           # "age: 52", "age=52", "age is 52", "ratio of 18.3"
 _BP_KEY = r'(?:blood[\s_-]*pressure|\bbp)'
 _CHOL_KEY = r'(?:\bcholesterol|\bchol)'
@@ -77,6 +80,20 @@ _PATTERNS = {
 }
 _COMPILED = {f: [(re.compile(p, 0 if cs else re.I), v) for p, v, cs in ps] for f, ps in _PATTERNS.items()}
 
+# %% ../nbs/06_query.ipynb #80c3769b
+def _number(tok: str):
+    "The int or float written as `tok`, or (None, why it is refused) — never a partial reading."
+    if _PLAIN.fullmatch(tok): return (float(tok) if '.' in tok else int(tok)), None
+    short = tok if len(tok) <= 20 else tok[:19] + '…'
+    if re.search(r'\d\s*[-–]\s*\d', tok): return None, f'{short!r} is a range — state one value'
+    if re.search(r'[eE]', tok): return None, f'{short!r} has an exponent — write the number plainly'
+    if ',' in tok:
+        if tok.count(',') == 1 and '.' not in tok:
+            return None, f'{short!r} has a comma — write decimals with a point: {short} → {tok.replace(",", ".")}'
+        return None, f'{short!r} has a comma — write decimals with a point and no thousands separators'
+    if tok.count('.') > 1: return None, f'{short!r} is not a number'
+    return None, f'{short!r} has too many digits'
+
 # %% ../nbs/06_query.ipynb #cc6a17c8
 _NEG = re.compile(r'\b(?:no|not|non|without|denies|denied|negative\s+for|free\s+of|never|absence\s+of)\b'
                   r'[\s-]+(?:(?!but\b)[a-z/-]+\s+){0,3}$', re.I)
@@ -86,30 +103,36 @@ def _negated(text: str, start: int) -> bool:
     return bool(_NEG.search(text[max(0, start - 80):start]))
 
 # %% ../nbs/06_query.ipynb #fca29bdb
-def _mentions(text: str) -> tuple[dict, dict]:
-    "Per field: the (value, words) mentions found in `text`, and the negated mentions set aside."
-    found, negated = {f: [] for f in FEATURES}, {f: [] for f in FEATURES}
+def _mentions(text: str) -> tuple[dict, dict, dict]:
+    "Per field: the (value, words) mentions found in `text`, the negated mentions set aside, and unreadable numbers."
+    found, negated, bad = {f: [] for f in FEATURES}, {f: [] for f in FEATURES}, {f: [] for f in FEATURES}
     for f, pats in _COMPILED.items():
         for rx, fixed in pats:
             for m in rx.finditer(text):
                 v = fixed if fixed is not None else m.group(1)
                 if f in ('Sex', 'BP', 'Cholesterol'): v = _VALUE_WORDS.get(v.lower(), v.upper())
-                else: v = float(v) if '.' in v else int(v)
+                else:
+                    v, why = _number(v)
+                    if why:
+                        if why not in bad[f]: bad[f].append(why)
+                        continue
                 words = m.group(0).strip()
                 if f in ('BP', 'Cholesterol') and _negated(text, m.start()): negated[f].append((m.start(), words))
                 else: found[f].append((m.start(), v, words))
     # in reading order, so messages quote the mentions as the clinician wrote them
     return ({f: [(v, w) for _, v, w in sorted(ms, key=lambda t: t[0])] for f, ms in found.items()},
-            {f: [w for _, w in sorted(ms, key=lambda t: t[0])] for f, ms in negated.items()})
+            {f: [w for _, w in sorted(ms, key=lambda t: t[0])] for f, ms in negated.items()},
+            {f: ms for f, ms in bad.items() if ms})
 
 # %% ../nbs/06_query.ipynb #cb6927fb
 def parse_query(text: str) -> dict:
     "The five features stated in the free text `text`, canonical and validated; `QueryError` when some are missing or contradict."
     if not isinstance(text, str): raise QueryError(f'expected the patient described as text, got {type(text).__name__}', missing=FEATURES)
-    found, negated = _mentions(text)
+    found, negated, bad = _mentions(text)
     rec, missing, conflicts, notes = {}, [], {}, []
     for f in FEATURES:
         values = list(dict.fromkeys(v for v, _ in found[f]))
+        if f in bad: continue                       # stated, but not readably: reported below, never guessed
         if len(values) == 1: rec[f] = values[0]
         elif not values:
             missing.append(f)
@@ -119,9 +142,12 @@ def parse_query(text: str) -> dict:
             first = {}
             for v, w in found[f]: first.setdefault(v, w)
             conflicts[f] = [f'{w!r} ({v})' for v, w in first.items()]
-    if missing or conflicts:
+    if missing or conflicts or bad:
         parts = []
+        if bad: parts.append('; '.join(f'{f}: {why}' for f in FEATURES for why in bad.get(f, [])))
         if missing: parts.append('the query does not state ' + ', '.join(missing))
         if conflicts: parts.append('; '.join(f'{f} is contradicted: ' + ' vs '.join(m) for f, m in conflicts.items()))
-        raise QueryError('; '.join(parts + notes), missing=missing, conflicts=conflicts)
+        e = QueryError('; '.join(parts + notes), missing=missing, conflicts=conflicts)
+        e.problems[:0] = [dict(row=None, column=f, value=None, problem=why) for f in FEATURES for why in bad.get(f, [])]
+        raise e
     return validate_record(rec)
