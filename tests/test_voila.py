@@ -125,7 +125,7 @@ def test_form_shows_widgets_not_code(page):
     for code in ('import ', 'PredictForm(', 'def ', 'IN_TEST', 'Traceback'): assert code not in text, code
 
 
-def test_predict_the_seed_patient(page, registry):
+def test_predict_the_seed_patient(page, registry, tmp_path):
     from drug_nbdev.train import current_version
     _clear_result(page)
     _fill(page, **SEED)
@@ -137,7 +137,7 @@ def test_predict_the_seed_patient(page, registry):
     assert page.locator('#dn-error').count() == 0
     # the kernel Voila started imported drug_nbdev and serves the fixture's registry, not the project's
     assert current_version(Path(registry['DRUG_NBDEV_MODELS'])) in page.locator('.dn-meta').inner_text()
-    page.screenshot(path='/tmp/voila.png', full_page=True)
+    page.screenshot(path=str(tmp_path/'voila.png'), full_page=True)
 
 
 def test_invalid_input_gives_a_clear_message(page):
@@ -149,6 +149,18 @@ def test_invalid_input_gives_a_clear_message(page):
     assert 'Na_to_K' in err.inner_text() and 'outside' in err.inner_text()
     assert page.locator('#dn-drug').count() == 0
     assert 'Traceback' not in page.inner_text('body')
+
+
+def test_forgotten_age_is_reported_not_defaulted(page):
+    "An empty Age box is 'missing' — never read as 0 (a newborn)."
+    _clear_result(page)
+    assert page.locator('.dn-field-age input').get_attribute('placeholder') == 'years'
+    _fill(page, **{**SEED, 'Age': ''})
+    page.get_by_role('button', name='Predict').click()
+    err = page.locator('#dn-error')
+    err.wait_for(timeout=30_000)
+    assert 'Age: is missing' in err.inner_text(), err.inner_text()
+    assert page.locator('#dn-drug').count() == 0
 
 
 def test_natural_language_query(page):
