@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid')
     s.add_argument('--only', default=None, metavar='STAGES', help='comma-separated stages, e.g. ingest,train')
     s.add_argument('--jobs', type=_bounded_int(1, 64), default=1, metavar='N', help='runs in parallel (default 1)')
-    s = sub.add_parser('predict', help='score a file in batch; writes the input plus prediction and probability columns')
+    s = sub.add_parser('predict', help='score a file in batch; writes the validated features, other input columns, the prediction and one probability column per drug')
     s.add_argument('inp', metavar='IN', help='input file: CSV, Parquet, Feather or HDF5')
     s.add_argument('--out', required=True, metavar='OUT', help='output file, .csv or .parquet')
     s.add_argument('--model', default=None, metavar='VERSION', help='registered version (default: current)')
