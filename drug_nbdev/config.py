@@ -88,7 +88,7 @@ _CHECKS = {'Age': _check_age, 'Na_to_K': _check_na_to_k,
 
 # %% ../nbs/00_config.ipynb #75641655
 def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None = True,
-                   extra: str = 'error', max_problems: int = 10) -> pd.DataFrame:
+                   extra: str = 'error', max_problems: int = 10, first_row: int = 1) -> pd.DataFrame:
     "A canonical copy of `df` checked against the data contract, or `ContractError` naming every problem."
     if not isinstance(df, pd.DataFrame): raise ContractError(f'{source}: expected a table, got {type(df).__name__}')
     cols = [str(c) for c in df.columns]
@@ -110,7 +110,7 @@ def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None 
         check, vals, res = _CHECKS[c], df[c].tolist(), []
         for i, v in enumerate(vals):
             x, p = check(v)
-            if p: problems.append(dict(row=i + 1, column=c, value=None if _missing(v) else v, problem=p))
+            if p: problems.append(dict(row=i + first_row, column=c, value=None if _missing(v) else v, problem=p))
             res.append(x)
         out[c] = res
     if problems:

@@ -8,6 +8,7 @@ import json, threading, time, weakref
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, TARGET, ContractError, validate_frame
+from .train import rule_drug
 
 # %% auto #0
 __all__ = ['synthetic_patients', 'split_pipeline', 'transform_features', 'feature_groups', 'affine_encoding', 'encode_frame',
@@ -22,9 +23,7 @@ def synthetic_patients(n: int = 200, seed: int = 0) -> pd.DataFrame:
     df = pd.DataFrame({'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
                        'BP': rng.choice(['HIGH', 'LOW', 'NORMAL'], n), 'Cholesterol': rng.choice(['HIGH', 'NORMAL'], n),
                        'Na_to_K': rng.uniform(6.3, 38.2, n).round(3)})
-    drug = np.select([df.Na_to_K > 15, (df.BP == 'HIGH') & (df.Age <= 50), df.BP == 'HIGH',
-                      (df.BP == 'LOW') & (df.Cholesterol == 'HIGH')], ['DrugY', 'drugA', 'drugB', 'drugC'], 'drugX')
-    return df.assign(Drug=pd.Series(drug, dtype='str'))
+    return df.assign(Drug=pd.Series(rule_drug(df, na_cut=15, age_cut=50), dtype='str'))
 
 # %% ../nbs/05_explain.ipynb #1f9a219f
 def split_pipeline(estimator) -> tuple[list, object]:

@@ -484,14 +484,6 @@ def _chunks(path: Path, chunksize: int):
         df = read_file(path)
         for i in range(0, max(len(df), 1), chunksize): yield df.iloc[i:i + chunksize]
 
-def _shift_rows(e: ContractError, offset: int, source: str) -> ContractError:
-    "The chunk's ContractError with row numbers counted from the start of the file."
-    if not offset or not any(p.get('row') for p in e.problems): return e
-    probs = [{**p, 'row': p['row'] + offset if p.get('row') else p.get('row')} for p in e.problems]
-    shown = '; '.join(f"row {p['row']}, column {p['column']}: {p['problem']}" for p in probs[:10])
-    more = f'; … and {len(probs) - 10} more' if len(probs) > 10 else ''
-    return ContractError(f"{source}: {len({p['row'] for p in probs})} invalid row(s): {shown}{more}", probs)
-
 class _Writer:
     "Appends scored chunks to a CSV or a Parquet file."
     def __init__(self, path: Path, fmt: str): self.path, self.fmt, self.pw, self.first = path, fmt, None, True
@@ -536,8 +528,7 @@ def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 
         writer = _Writer(tmp, fmt)
         for chunk in _chunks(src, chunksize):
             chunk = chunk.reset_index(drop=True)
-            try: X = validate_frame(chunk, source=src.name, target=None, extra='keep')
-            except ContractError as e: raise _shift_rows(e, rows, src.name) from None
+            X = validate_frame(chunk, source=src.name, target=None, extra='keep', first_row=rows + 1)
             X = _output_ready(chunk, X, clash, src.name)
             scored = predictor.predict_frame(X, validated=True)
             writer.write(pd.concat([X, scored], axis=1))
