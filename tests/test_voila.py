@@ -8,6 +8,7 @@ form as a clinician would. Voila and Chromium missing is a failure, not a skip: 
 import os, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path('/usr/bin/chromium')
@@ -17,12 +18,6 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--
 SEED = dict(Age='45', Sex='M', BP='HIGH', Cholesterol='NORMAL', Na_to_K='15.5')   # the seed docs' patient: DrugY
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -54,7 +49,7 @@ def registry():
 def voila(registry):
     "URL of Voila serving nbs/08_predict.ipynb on 127.0.0.1:<free port>, stopped (whole process group) at teardown."
     if not VOILA.exists(): pytest.fail(f'{VOILA} is missing: install the dev requirements (make install)')
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **registry}
     env.pop('IN_TEST', None)                       # the app must run as clinicians get it, not in test mode
     log = tempfile.TemporaryFile()
