@@ -64,6 +64,8 @@ def test_same_parameters_give_same_metrics(home):
     assert {'01_ingest.ipynb', '01_ingest.html', '04_train.ipynb', '04_train.html', 'run.json', 'train.json'} <= names
     page = (latest/'04_train.html').read_text()
     assert 'jp-mod-noInput' in page and 'hl-ipython3' not in page    # cells are there, their code is not
+    # the confusion and calibration figures are images in the report, not a Figure's text repr
+    assert page.count('src="data:image/png;base64,') >= 2 and '&lt;Figure size' not in page
     lb = build_leaderboard(home/'reports')
     assert len(lb) == 2 and set(lb.status) == {'succeeded'}
     assert (home/'reports'/'index.html').read_text().count(a['run_id']) >= 1
