@@ -19,8 +19,8 @@ print(retrain_forest(n_estimators=int(sys.argv[1]), min_accuracy=0.0)['version']
 def scratch_home(prefix: str, trees: int) -> tuple[Path, dict]:
     "A temporary project home whose registry serves a `trees`-tree forest, and the environment pointing at it."
     home = Path(tempfile.mkdtemp(prefix=prefix))
-    env = {k: v for k, v in os.environ.items() if not k.startswith('DRUG_NBDEV_')}
-    env.update(DRUG_NBDEV_HOME=str(home), DRUG_NBDEV_DB_URL=f'sqlite:///{home}/drug.db', DRUG_NBDEV_MODELS=str(home/'models'),
-               DRUG_NBDEV_STORE=str(home/'lake'), MLFLOW_TRACKING_URI=f'sqlite:///{home}/mlflow.db')
+    # every setting takes its default under DRUG_NBDEV_HOME; none is inherited from the caller
+    env = {k: v for k, v in os.environ.items() if not k.startswith('DRUG_NBDEV_') and k != 'MLFLOW_TRACKING_URI'}
+    env['DRUG_NBDEV_HOME'] = str(home)
     subprocess.run([PY, '-c', _SETUP, str(trees)], env=env, cwd=home, check=True, capture_output=True)
     return home, env

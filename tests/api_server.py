@@ -8,7 +8,7 @@ import os, subprocess, sys, tempfile, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 import httpx
-from conftest import ROOT, free_port, stop, wait_for_port
+from conftest import ROOT, free_port, project_env, stop, wait_for_port
 
 PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else sys.executable
 
@@ -38,12 +38,7 @@ class ApiServer:
 
 
 def api_env(home: Path, token: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith('DRUG_NBDEV_')}
-    env.update(DRUG_NBDEV_HOME=str(home), DRUG_NBDEV_DB_URL=f'sqlite:///{home}/drug.db',
-               DRUG_NBDEV_MODELS=str(home/'models'), DRUG_NBDEV_STORE=str(home/'lake'),
-               MLFLOW_TRACKING_URI=f'sqlite:///{home}/mlflow.db', PYTHONUNBUFFERED='1')
-    if token: env['DRUG_NBDEV_API_TOKEN'] = token
-    return env
+    return project_env(home, PYTHONUNBUFFERED='1', **({'DRUG_NBDEV_API_TOKEN': token} if token else {}))
 
 
 def start_api(token: str | None = None):

@@ -15,6 +15,14 @@ AZURITE_ACCOUNT = 'devstoreaccount1'
 AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 
 
+def project_env(home, **extra) -> dict:
+    """os.environ for a drug_nbdev project living in `home`: DRUG_NBDEV_HOME points there and every other
+    setting (store, database, registry, reports, MLflow) takes its default under it; none is inherited."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith('DRUG_NBDEV_') and k not in ('MLFLOW_TRACKING_URI', 'IN_TEST')}
+    return {**env, 'DRUG_NBDEV_HOME': str(home), **extra}
+
+
 def free_port() -> int:
     "A TCP port nobody listens on right now."
     with socket.socket() as s:

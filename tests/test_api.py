@@ -99,7 +99,7 @@ def test_audit_rows_are_written(client, api):
     client.post('/predict', json={**SEED_PATIENT, 'Age': 33})
     end = time.monotonic() + 10
     while time.monotonic() < end:
-        with sqlite3.connect(api.home/'drug.db') as db:
+        with sqlite3.connect(api.home/'data'/'drug_nbdev.db') as db:
             rows = db.execute("select channel, model_version, input, output from predictions where input like '%\"Age\": 33%'").fetchall()
         if rows: break
         time.sleep(0.2)

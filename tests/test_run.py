@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from drug_nbdev.config import project_root
 from drug_nbdev.run import build_leaderboard, run_main
+from conftest import project_env
 
 REPO = project_root()
 NBS = REPO/'nbs'
@@ -24,12 +25,9 @@ def home(tmp_path, monkeypatch):
     "A fresh project home: the input data files and nothing else; every setting points inside it."
     (tmp_path/'data').mkdir()
     shutil.copy(REPO/'data'/'drug200.csv', tmp_path/'data'/'drug200.csv')
-    env = {'DRUG_NBDEV_HOME': str(tmp_path), 'DRUG_NBDEV_DB_URL': f"sqlite:///{tmp_path/'data'/'drug_nbdev.db'}",
-           'DRUG_NBDEV_STORE': str(tmp_path/'data'/'lake'), 'DRUG_NBDEV_MODELS': str(tmp_path/'models'),
-           'DRUG_NBDEV_REPORTS': str(tmp_path/'reports'),
-           'MLFLOW_TRACKING_URI': f"sqlite:///{tmp_path/'mlruns.db'}"}
+    env = project_env(tmp_path)
+    for k in set(os.environ) - set(env): monkeypatch.delenv(k)
     for k, v in env.items(): monkeypatch.setenv(k, v)
-    for k in ('IN_TEST', 'DRUG_NBDEV_CONTAINER'): monkeypatch.delenv(k, raising=False)
     return tmp_path
 
 

@@ -8,7 +8,8 @@ form as a clinician would. Voila and Chromium missing is a failure, not a skip: 
 import os, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
-from conftest import free_port
+from unittest.mock import patch
+from conftest import free_port, project_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path('/usr/bin/chromium')
@@ -27,22 +28,20 @@ def registry():
     from drug_nbdev.train import retrain_forest
     with tempfile.TemporaryDirectory(prefix='drug_voila_') as tmp:
         tmp = Path(tmp)
-        env = {'DRUG_NBDEV_HOME': str(tmp), 'DRUG_NBDEV_STORE': str(tmp/'lake'),
-               'DRUG_NBDEV_DB_URL': f"sqlite:///{tmp/'drug.db'}", 'DRUG_NBDEV_MODELS': str(tmp/'models'),
-               'DRUG_NBDEV_REPORTS': str(tmp/'reports'), 'MLFLOW_TRACKING_URI': f"sqlite:///{tmp/'mlflow.db'}"}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        env = project_env(tmp)
+        with patch.dict(os.environ, env, clear=True):
             engine = get_engine()
             ingest_paths([ROOT/'data'/'drug200.csv'], store=make_store(), engine=engine)
-            res = retrain_forest(n_estimators=30, seed=0, min_accuracy=0.0, engine=engine, models_dir=tmp/'models')
+            res = retrain_forest(n_estimators=30, seed=0, min_accuracy=0.0, engine=engine)
             assert res['promoted'], res
             engine.dispose()
-        finally:
-            for k, v in old.items():
-                if v is None: os.environ.pop(k, None)
-                else: os.environ[k] = v
         yield env
+
+
+def settings_of(env: dict):
+    "The drug_nbdev settings a process with environment `env` sees."
+    from drug_nbdev.config import get_settings
+    with patch.dict(os.environ, env, clear=True): return get_settings()
 
 
 @pytest.fixture(scope='module')
@@ -50,8 +49,7 @@ def voila(registry):
     "URL of Voila serving nbs/08_predict.ipynb on 127.0.0.1:<free port>, stopped (whole process group) at teardown."
     if not VOILA.exists(): pytest.fail(f'{VOILA} is missing: install the dev requirements (make install)')
     port = free_port()
-    env = {**os.environ, **registry}
-    env.pop('IN_TEST', None)                       # the app must run as clinicians get it, not in test mode
+    env = dict(registry)                           # no IN_TEST: the app runs as clinicians get it
     log = tempfile.TemporaryFile()
     # as `make app` starts it: the settings (loopback, sources and prose stripped, preheated kernel, no
     # files served) come from voila.json in the repo root, which Voila reads from its working directory
@@ -131,7 +129,7 @@ def test_predict_the_seed_patient(page, registry, tmp_path):
     assert page.locator('#dn-probs tr').first.inner_text().split()[0] == 'DrugY'    # the tallest bar first
     assert page.locator('#dn-error').count() == 0
     # the kernel Voila started imported drug_nbdev and serves the fixture's registry, not the project's
-    assert current_version(Path(registry['DRUG_NBDEV_MODELS'])) in page.locator('.dn-meta').inner_text()
+    assert current_version(settings_of(registry).models_dir) in page.locator('.dn-meta').inner_text()
     page.screenshot(path=str(tmp_path/'voila.png'), full_page=True)
 
 
@@ -176,7 +174,7 @@ def test_natural_language_query(page):
 def test_answers_are_audited_with_their_channel(page, registry):
     "The form's answers reach the audit table as channel 'form', the text box's as 'query' (written in the background)."
     import sqlalchemy as sa
-    engine = sa.create_engine(registry['DRUG_NBDEV_DB_URL'])
+    engine = sa.create_engine(settings_of(registry).db_url)
     try:
         end, channels = time.monotonic() + 10, []
         while time.monotonic() < end:
