@@ -59,8 +59,8 @@ def test_same_parameters_give_same_metrics(home):
     latest = home/'reports'/'latest'
     assert latest.resolve().name == b['run_id']
     names = {p.name for p in latest.iterdir()}
-    assert {'01_ingest.ipynb', '01_ingest.html', '04_train.ipynb', '04_train.html', 'run.json', 'train.json'} <= names
-    page = (latest/'04_train.html').read_text()
+    assert {'03_ingest.ipynb', '03_ingest.html', '07_train.ipynb', '07_train.html', 'run.json', 'train.json'} <= names
+    page = (latest/'07_train.html').read_text()
     assert 'jp-mod-noInput' in page and 'hl-ipython3' not in page    # cells are there, their code is not
     # the confusion and calibration figures are images in the report, not a Figure's text repr
     assert page.count('src="data:image/png;base64,') >= 2 and '&lt;Figure size' not in page
@@ -82,11 +82,11 @@ def test_a_failing_run_is_reported_and_the_others_complete(home):
     err = bad['error']
     assert err['stage'] == 'train' and isinstance(err['cell_index'], int) and err['ename']
     assert 'nonexistent_model' in err['evalue']
-    html = (home/'reports'/bad['run_id']/'04_train.html').read_text()
+    html = (home/'reports'/bad['run_id']/'07_train.html').read_text()
     assert 'papermill-error-cell' in html and 'nonexistent_model' in html
     assert not (home/'reports'/'latest').exists()          # grid runs leave `latest` alone
     index = (home/'reports'/'index.html').read_text()
-    assert ok['run_id'] in index and bad['run_id'] in index and f"{bad['run_id']}/04_train.html#papermill-error-cell" in index
+    assert ok['run_id'] in index and bad['run_id'] in index and f"{bad['run_id']}/07_train.html#papermill-error-cell" in index
     lb = build_leaderboard(home/'reports')
     assert lb.status.tolist() == ['succeeded', 'failed'] and lb['rank'].tolist() == [1, 2]
 

@@ -1,4 +1,4 @@
-"""The clinicians' Voila app (nbs/08_predict.ipynb) in a real Voila server, driven by a real Chromium.
+"""The clinicians' Voila app (nbs/15_form.ipynb) in a real Voila server, driven by a real Chromium.
 
 A small forest is trained into a temporary registry (the project's data, a throwaway database and
 models folder); Voila serves the notebook with sources stripped and a preheated kernel whose
@@ -46,7 +46,7 @@ def settings_of(env: dict):
 
 @pytest.fixture(scope='module')
 def voila(registry):
-    "URL of Voila serving nbs/08_predict.ipynb on 127.0.0.1:<free port>, stopped (whole process group) at teardown."
+    "URL of Voila serving nbs/15_form.ipynb on 127.0.0.1:<free port>, stopped (whole process group) at teardown."
     if not VOILA.exists(): pytest.fail(f'{VOILA} is missing: install the dev requirements (make install)')
     port = free_port()
     env = dict(registry)                           # no IN_TEST: the app runs as clinicians get it
