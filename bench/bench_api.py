@@ -69,7 +69,7 @@ def main():
     home, env = scratch_home('drug_bench_api_', a.trees)
     try:
         port = free_port(); url = f'http://127.0.0.1:{port}'
-        proc = subprocess.Popen([PY, '-c', f'from drug_nbdev.serve import serve_main; raise SystemExit(serve_main("127.0.0.1", {port}))'],
+        proc = subprocess.Popen([PY, '-c', f'from drug_nbdev.api import serve_main; raise SystemExit(serve_main("127.0.0.1", {port}))'],
                                 env=env, cwd=home)
         end = time.monotonic() + 120
         while True:

@@ -31,7 +31,7 @@ def main():
         df.to_parquet(src, row_group_size=a.chunksize)
         del df
         t0 = time.perf_counter()
-        proc = subprocess.Popen([PY, '-c', 'import sys; from drug_nbdev.serve import predict_main; '
+        proc = subprocess.Popen([PY, '-c', 'import sys; from drug_nbdev.batch import predict_main; '
                                  f'sys.exit(predict_main({str(src)!r}, {str(dst)!r}, chunksize={a.chunksize}))'],
                                 env=env, cwd=home)
         _, status, usage = os.wait4(proc.pid, 0)

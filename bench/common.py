@@ -6,7 +6,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else sys.executable
 _SETUP = """
 import os, sys
-from drug_nbdev.explain import synthetic_patients
+from drug_nbdev.testing import synthetic_patients
 from drug_nbdev.ingest import ingest_paths
 from drug_nbdev.train import retrain_forest
 p = os.path.join(os.environ['DRUG_NBDEV_HOME'], 'patients.csv')

@@ -55,16 +55,16 @@ def _dispatch(a) -> int:
         from drug_nbdev.run import run_main
         return run_main(params=a.params, only=a.only, jobs=a.jobs)
     if a.command == 'predict':
-        from drug_nbdev.serve import predict_main
+        from drug_nbdev.batch import predict_main
         return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize)
     if a.command == 'serve':
-        from drug_nbdev.serve import serve_main
+        from drug_nbdev.api import serve_main
         return serve_main(host=a.host, port=a.port)
     if a.command == 'models':
-        from drug_nbdev.train import models_main
+        from drug_nbdev.registry import models_main
         return models_main()
     if a.command == 'promote':
-        from drug_nbdev.train import promote_main
+        from drug_nbdev.registry import promote_main
         return promote_main(a.version)
     raise ValueError(f'unknown command {a.command!r}')
 

@@ -6,13 +6,14 @@
 from __future__ import annotations
 import math, os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
 __all__ = ['FEATURES', 'TARGET', 'COLUMNS', 'NUMERIC', 'CATEGORICAL', 'CATEGORIES', 'DRUGS', 'DTYPES', 'AGE_MIN', 'AGE_MAX',
-           'NA_TO_K_MAX', 'ContractError', 'validate_frame', 'validate_record', 'checkout_root', 'project_root',
-           'Settings', 'get_settings']
+           'NA_TO_K_MAX', 'EXAMPLE_PATIENT', 'ContractError', 'validate_frame', 'validate_record', 'utcnow',
+           'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings']
 
 # %% ../nbs/00_config.ipynb #50776912
 FEATURES = ['Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K']
@@ -139,6 +140,23 @@ def validate_record(rec: dict, target: bool | None = False) -> dict:
     if problems:
         raise ContractError('; '.join(f"{p['column']}: {p['problem']}" for p in problems), problems)
     return out
+
+# %% ../nbs/00_config.ipynb #5cf7ee05
+EXAMPLE_PATIENT = {'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}
+
+# %% ../nbs/00_config.ipynb #9dfdb822
+def utcnow() -> datetime:
+    "The current time, timezone-aware, in UTC."
+    return datetime.now(timezone.utc)
+
+# %% ../nbs/00_config.ipynb #b1833997
+def rule_drug(df: pd.DataFrame,
+              na_cut: float, # DrugY above this Na_to_K
+              age_cut: float # under high BP: drugA up to this age, drugB above
+             ) -> np.ndarray:
+    "The drug drug200's decision rules give each patient (row) of `df`."
+    return np.select([df.Na_to_K > na_cut, df.BP.eq('HIGH') & (df.Age <= age_cut), df.BP.eq('HIGH'),
+                      df.BP.eq('LOW') & df.Cholesterol.eq('HIGH')], ['DrugY', 'drugA', 'drugB', 'drugC'], 'drugX')
 
 # %% ../nbs/00_config.ipynb #5c54bc6f
 def checkout_root() -> Path | None:

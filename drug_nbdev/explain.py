@@ -8,22 +8,12 @@ import json, threading, time, weakref
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, TARGET, ContractError, validate_frame
-from .train import rule_drug
+from .testing import synthetic_patients
 
 # %% auto #0
-__all__ = ['synthetic_patients', 'split_pipeline', 'transform_features', 'feature_groups', 'affine_encoding', 'encode_frame',
-           'encode_record', 'TreeShap', 'tree_shap', 'permutation_contributions', 'contributions', 'top_factors',
-           'factors_from', 'class_importance', 'plot_class_importance', 'plot_beeswarm', 'permutation_table',
-           'held_out']
-
-# %% ../nbs/09_explain.ipynb #bed9835a
-def synthetic_patients(n: int = 200, seed: int = 0) -> pd.DataFrame:
-    "`n` made-up patients whose drug follows drug200's decision rules, for tests and benchmarks."
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
-                       'BP': rng.choice(['HIGH', 'LOW', 'NORMAL'], n), 'Cholesterol': rng.choice(['HIGH', 'NORMAL'], n),
-                       'Na_to_K': rng.uniform(6.3, 38.2, n).round(3)})
-    return df.assign(Drug=pd.Series(rule_drug(df, na_cut=15, age_cut=50), dtype='str'))
+__all__ = ['split_pipeline', 'transform_features', 'feature_groups', 'affine_encoding', 'encode_frame', 'encode_record',
+           'TreeShap', 'tree_shap', 'permutation_contributions', 'contributions', 'top_factors', 'factors_from',
+           'class_importance', 'plot_class_importance', 'plot_beeswarm', 'permutation_table', 'held_out']
 
 # %% ../nbs/09_explain.ipynb #1f9a219f
 def split_pipeline(estimator) -> tuple[list, object]:
@@ -48,11 +38,6 @@ def feature_groups(names) -> np.ndarray:
     return G
 
 # %% ../nbs/09_explain.ipynb #0d9a9842
-def _random_patients(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({'Age': rng.integers(0, 121, n), **{c: rng.choice(CATEGORIES[c], n) for c in ('Sex', 'BP', 'Cholesterol')},
-                         'Na_to_K': rng.uniform(1, 60, n).round(3)})[FEATURES]
-
 def affine_encoding(steps: list) -> dict | None:
     "Vectors that reproduce `steps` as base + category offsets + slope × number, or None when the steps are not separable and affine."
     base = dict(Age=40, Sex='F', BP='HIGH', Cholesterol='HIGH', Na_to_K=15.0)
@@ -64,7 +49,7 @@ def affine_encoding(steps: list) -> dict | None:
         cat[c] = {v: T[i + k] - t0 for k, v in enumerate(CATEGORIES[c])}
         i += len(CATEGORIES[c])
     enc = dict(base=base, t0=t0, cat=cat, slope={c: T[i + k] - t0 for k, c in enumerate(NUMERIC)})
-    check = _random_patients(200)
+    check = synthetic_patients(200, spread='contract')[FEATURES]
     try: exact = np.allclose(encode_frame(enc, check), transform_features(steps, check), rtol=1e-9, atol=1e-9)
     except Exception: exact = False
     return enc if exact else None
@@ -99,7 +84,7 @@ class TreeShap:
         self.explainer = shap.TreeExplainer(self.final)
         self.expected = np.atleast_1d(np.asarray(self.explainer.expected_value, dtype=float))
         self.encoding = affine_encoding(self.steps)
-        sample = _random_patients(50, seed=1)
+        sample = synthetic_patients(50, seed=1, spread='contract')[FEATURES]
         proba = estimator.predict_proba(sample)
         self.proba_exact = bool(np.allclose(self.proba(self.encode(sample)), proba, atol=1e-7))
 
@@ -161,7 +146,7 @@ def contributions(model, X: pd.DataFrame, background: pd.DataFrame | None = None
     X = X[FEATURES]
     ts = tree_shap(model)
     if ts is not None: return ts.contributions(ts.encode(X))
-    if background is None: background = _random_patients(50, seed)
+    if background is None: background = synthetic_patients(50, seed=seed, spread='contract')[FEATURES]
     return permutation_contributions(model, X, background, seed=seed)
 
 # %% ../nbs/09_explain.ipynb #a9ae86c7

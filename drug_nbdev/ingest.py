@@ -4,20 +4,19 @@
 
 # %% ../nbs/03_ingest.ipynb #549ee800
 from __future__ import annotations
-import base64, csv, hashlib, io, json, os, re, sys, time, uuid
+import csv, hashlib, io, json, os, re, sys, uuid
 from dataclasses import dataclass, asdict
-from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote, unquote, urlparse
 import pandas as pd
 import sqlalchemy as sa
-from .config import COLUMNS, DTYPES, ContractError, validate_frame, get_settings, project_root
+from .config import COLUMNS, DTYPES, ContractError, validate_frame, project_root, utcnow
+from .store import BlobStore, LocalStore, make_store
+from .db import ingested_files, patients, drug_summary, get_engine
 
 # %% auto #0
-__all__ = ['SIGNATURES', 'HDF5_SIGNATURE', 'EXTENSIONS', 'metadata', 'ingested_files', 'patients', 'drug_summary', 'sniff_bytes',
-           'sniff_format', 'read_table', 'read_file', 'check_file', 'content_md5', 'BlobStore', 'LocalStore',
-           'AzureStore', 'make_store', 'get_engine', 'IngestResult', 'file_sha256', 'ingest_file', 'load_patients',
-           'load_summary', 'ingest_paths', 'results_frame', 'format_result', 'summarize', 'ingest_main', 'data_sha256']
+__all__ = ['SIGNATURES', 'HDF5_SIGNATURE', 'EXTENSIONS', 'sniff_bytes', 'sniff_format', 'read_table', 'read_file', 'check_file',
+           'IngestResult', 'file_sha256', 'ingest_file', 'load_patients', 'load_summary', 'ingest_paths',
+           'results_frame', 'format_result', 'summarize', 'ingest_main', 'data_sha256', 'frame_sha256']
 
 # %% ../nbs/03_ingest.ipynb #bb554af5
 SIGNATURES = {'parquet': b'PAR1', 'feather': b'ARROW1', 'feather1': b'FEA1'}
@@ -112,193 +111,6 @@ def check_file(path, key: str | None = None, data: bytes | None = None) -> tuple
         found = ', '.join(repr(str(c)) for c in df.columns[:10]) or 'none'
         raise ContractError(f'{e}; the file has column(s): {found}', e.problems) from None
 
-# %% ../nbs/03_ingest.ipynb #647c6c94
-_NAME = re.compile(r'^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$')
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or any(p in ('.', '..') or p.startswith('.') for p in name.split('/')):
-        raise ValueError(f'invalid blob name {name!r}: use letters, digits, _ . = - separated by /, no hidden or .. parts')
-    return name
-
-def content_md5(data: bytes) -> str:
-    "The base64 MD5 of `data`, as Azure's Content-MD5 spells it."
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
-
-class BlobStore:
-    "Where raw files are kept: conditional, MD5-checked writes of immutable blobs."
-    def put(self, name: str, data: bytes, metadata: dict | None = None) -> bool:
-        "Store `data` as `name` unless it exists; True when this call wrote it."
-        raise NotImplementedError
-    def exists(self, name: str) -> bool: raise NotImplementedError
-    def get(self, name: str) -> bytes: raise NotImplementedError
-    def metadata(self, name: str) -> dict: raise NotImplementedError
-    def list(self, prefix: str = '') -> list[str]: raise NotImplementedError
-
-# %% ../nbs/03_ingest.ipynb #6c48665c
-class LocalStore(BlobStore):
-    "Blobs as files under the folder `root`; metadata in `root/.meta/<name>.json`."
-    def __init__(self, root):
-        self.root = Path(root).expanduser()
-        for d in (self.root, self.root/'.tmp', self.root/'.meta'): d.mkdir(parents=True, exist_ok=True)
-    def __repr__(self): return f'LocalStore({str(self.root)!r})'
-    def _path(self, name): return self.root/_check_name(name)
-    def _meta_path(self, name): return self.root/'.meta'/(_check_name(name) + '.json')
-
-    def put(self, name, data, metadata=None):
-        dest, md5 = self._path(name), content_md5(data)
-        if dest.exists(): return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.root/'.tmp'/uuid.uuid4().hex
-        try:
-            with open(tmp, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
-            if content_md5(tmp.read_bytes()) != md5: raise IOError(f'{name}: MD5 of the written file differs from the data')
-            try: os.link(tmp, dest)
-            except FileExistsError: return False
-        finally: tmp.unlink(missing_ok=True)
-        meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'content_md5': md5, 'size': str(len(data))}
-        mp = self._meta_path(name); mp.parent.mkdir(parents=True, exist_ok=True)
-        mtmp = self.root/'.tmp'/(uuid.uuid4().hex + '.json')
-        mtmp.write_text(json.dumps(meta, indent=1)); os.replace(mtmp, mp)
-        return True
-
-    def exists(self, name): return self._path(name).is_file()
-    def metadata(self, name):
-        mp = self._meta_path(name)
-        return json.loads(mp.read_text()) if mp.exists() else {}
-    def get(self, name):
-        data, want = self._path(name).read_bytes(), self.metadata(name).get('content_md5')
-        if want and content_md5(data) != want: raise IOError(f'{name}: stored bytes do not match their MD5 (corrupt blob)')
-        return data
-    def list(self, prefix=''):
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob('*')
-                      if p.is_file() and not p.relative_to(self.root).parts[0].startswith('.')
-                      and p.relative_to(self.root).as_posix().startswith(prefix))
-
-# %% ../nbs/03_ingest.ipynb #aa7aa260
-class AzureStore(BlobStore):
-    "Blobs in one container of Azure Blob Storage (or Azurite)."
-    def __init__(self, service, container: str):
-        from azure.core.exceptions import ResourceExistsError
-        self.container = container
-        self.client = service.get_container_client(container)
-        try: self.client.create_container()
-        except ResourceExistsError: pass
-    def __repr__(self): return f'AzureStore({self.client.url!r})'
-
-    def put(self, name, data, metadata=None):
-        from azure.core.exceptions import ResourceExistsError
-        from azure.storage.blob import ContentSettings
-        md5 = hashlib.md5(data).digest()
-        meta = {k: quote(str(v)[:2000], safe='') for k, v in (metadata or {}).items()}
-        try:
-            self.client.get_blob_client(_check_name(name)).upload_blob(
-                data, overwrite=False, metadata=meta, validate_content=True,
-                content_settings=ContentSettings(content_md5=bytearray(md5)))
-        except ResourceExistsError: return False
-        return True
-
-    def exists(self, name): return self.client.get_blob_client(_check_name(name)).exists()
-    def metadata(self, name):
-        props = self.client.get_blob_client(_check_name(name)).get_blob_properties()
-        md5 = props.content_settings.content_md5
-        return {**{k: unquote(v) for k, v in props.metadata.items()},
-                **({'content_md5': base64.b64encode(bytes(md5)).decode()} if md5 else {})}
-    def get(self, name):
-        bc = self.client.get_blob_client(_check_name(name))
-        dl = bc.download_blob()
-        data, md5 = dl.readall(), dl.properties.content_settings.content_md5
-        if md5 and hashlib.md5(data).digest() != bytes(md5): raise IOError(f'{name}: downloaded bytes do not match their MD5')
-        return data
-    def list(self, prefix=''):
-        return sorted(b.name for b in self.client.list_blobs(name_starts_with=prefix or None))
-
-# %% ../nbs/03_ingest.ipynb #d213e7cf
-def _is_connection_string(spec: str) -> bool:
-    return any(k in spec for k in ('DefaultEndpointsProtocol=', 'BlobEndpoint=', 'AccountName=', 'UseDevelopmentStorage='))
-
-def _account_credential(url: str):
-    "The credential for an account URL, from the environment."
-    e = os.environ
-    if 'sig=' in (urlparse(url).query or ''): return None
-    if e.get('DRUG_NBDEV_STORE_CREDENTIAL'): return e['DRUG_NBDEV_STORE_CREDENTIAL']
-    if e.get('AZURE_STORAGE_KEY'):
-        u = urlparse(url)
-        account = e.get('AZURE_STORAGE_ACCOUNT') or (u.path.strip('/').split('/')[0] if u.hostname in ('127.0.0.1', 'localhost')
-                                                     else u.hostname.split('.')[0])
-        return {'account_name': account, 'account_key': e['AZURE_STORAGE_KEY']}
-    try: from azure.identity import DefaultAzureCredential
-    except ImportError: return None
-    return DefaultAzureCredential()
-
-def make_store(spec: str | None = None, container: str | None = None) -> BlobStore:
-    "The blob store `spec` names (default: the `DRUG_NBDEV_STORE` setting): Azure or a local folder."
-    s = get_settings()
-    spec, container = spec or s.store, container or s.container
-    if _is_connection_string(spec) or spec.startswith(('https://', 'http://')):
-        from azure.storage.blob import BlobServiceClient
-        svc = (BlobServiceClient.from_connection_string(spec) if _is_connection_string(spec)
-               else BlobServiceClient(spec, credential=_account_credential(spec)))
-        return AzureStore(svc, container)
-    p = Path(spec).expanduser()
-    return LocalStore(p if p.is_absolute() else s.root/p)
-
-# %% ../nbs/03_ingest.ipynb #a3a7f62e
-metadata = sa.MetaData()
-_in = lambda col, vals: sa.CheckConstraint(sa.column(col).in_(vals), name=f'ck_{col.lower()}')
-
-ingested_files = sa.Table('ingested_files', metadata,
-    sa.Column('sha256', sa.String(64), primary_key=True),
-    sa.Column('name', sa.String(500), nullable=False),
-    sa.Column('dataset', sa.String(100), nullable=False),
-    sa.Column('format', sa.String(16), nullable=False),
-    sa.Column('rows', sa.Integer, nullable=False),
-    sa.Column('stored_path', sa.String(500), nullable=False),
-    sa.Column('ingested_at', sa.DateTime(timezone=True), nullable=False))
-
-patients = sa.Table('patients', metadata,
-    sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column('file_sha256', sa.String(64), sa.ForeignKey('ingested_files.sha256'), nullable=False, index=True),
-    sa.Column('row_number', sa.Integer, nullable=False),
-    sa.Column('Age', sa.Integer, nullable=False),
-    sa.Column('Sex', sa.String(1), nullable=False),
-    sa.Column('BP', sa.String(6), nullable=False),
-    sa.Column('Cholesterol', sa.String(6), nullable=False),
-    sa.Column('Na_to_K', sa.Float, nullable=False),
-    sa.Column('Drug', sa.String(5), nullable=False),
-    sa.UniqueConstraint('file_sha256', 'row_number', name='uq_patients_file_row'),
-    _in('Sex', ['F', 'M']), _in('BP', ['HIGH', 'LOW', 'NORMAL']), _in('Cholesterol', ['HIGH', 'NORMAL']),
-    _in('Drug', ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']))
-
-drug_summary = sa.Table('drug_summary', metadata,
-    *[sa.Column(c, sa.String(6), primary_key=True) for c in ('Drug', 'Sex', 'BP', 'Cholesterol')],
-    sa.Column('n', sa.Integer, nullable=False),
-    sa.Column('age_mean', sa.Float), sa.Column('age_min', sa.Integer), sa.Column('age_max', sa.Integer),
-    sa.Column('na_to_k_mean', sa.Float), sa.Column('na_to_k_min', sa.Float), sa.Column('na_to_k_max', sa.Float))
-
-# %% ../nbs/03_ingest.ipynb #34645efc
-def _sqlite_pragmas(dbapi_conn, _):
-    cur = dbapi_conn.cursor(); cur.execute('PRAGMA foreign_keys=ON'); cur.close()
-
-def get_engine(url: str | None = None) -> sa.Engine:
-    "An engine for `url` (default: the `DRUG_NBDEV_DB_URL` setting) with the ingest schema created."
-    u = sa.engine.make_url(url or get_settings().db_url)
-    kw = {}
-    if u.get_backend_name() == 'sqlite':
-        kw['connect_args'] = {'timeout': 60}
-        if u.database and u.database != ':memory:' and not u.database.startswith('file:'):
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(u, **kw)
-    if u.get_backend_name() == 'sqlite': sa.event.listen(engine, 'connect', _sqlite_pragmas)
-    for attempt in range(5):
-        try:
-            with engine.begin() as conn:
-                if engine.dialect.name == 'postgresql': conn.execute(sa.text('SELECT pg_advisory_xact_lock(720200)'))
-                metadata.create_all(conn)
-            return engine
-        except sa.exc.DBAPIError:
-            if attempt == 4: raise
-            time.sleep(0.2 * (attempt + 1))
-
 # %% ../nbs/03_ingest.ipynb #71652e9f
 @dataclass
 class IngestResult:
@@ -317,8 +129,6 @@ def file_sha256(path) -> str:
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
-
-def _now(): return datetime.now(timezone.utc)
 
 def _check_dataset(dataset: str) -> str:
     if not isinstance(dataset, str) or not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}', dataset):
@@ -340,7 +150,7 @@ def _refresh_summary(conn) -> None:
 
 def _insert_file(conn, sha, name, dataset, fmt, blob, df) -> None:
     conn.execute(ingested_files.insert().values(sha256=sha, name=name[:500], dataset=dataset, format=fmt,
-                                                rows=len(df), stored_path=blob, ingested_at=_now()))
+                                                rows=len(df), stored_path=blob, ingested_at=utcnow()))
     conn.execute(patients.insert(), [dict(file_sha256=sha, row_number=i + 1, **r)
                                      for i, r in enumerate(df[COLUMNS].to_dict('records'))])
 
@@ -352,7 +162,7 @@ def _store_and_record(res, path, data, df, store, engine, dataset) -> IngestResu
         if _already_ingested(conn, sha):
             res.status, res.message = 'duplicate', f'{path.name}: already ingested (sha256 {sha[:12]}…)'; return res
     blob = res.stored_path = f'raw/{dataset}/{sha}.{EXTENSIONS[res.format]}'
-    meta = dict(original_name=path.name, sha256=sha, format=res.format, rows=len(df), ingested_at=_now().isoformat())
+    meta = dict(original_name=path.name, sha256=sha, format=res.format, rows=len(df), ingested_at=utcnow().isoformat())
     if not store.put(blob, data, meta) and hashlib.sha256(store.get(blob)).hexdigest() != sha:
         raise IOError(f'{blob}: a stored blob with this name holds different bytes')
     try:
@@ -373,7 +183,7 @@ def _quarantine(res, path, data, store, dataset, reason) -> IngestResult:
     ext = EXTENSIONS[fmt] if fmt not in ('', 'csv') else re.sub(r'[^a-z0-9]', '', path.suffix.lower()) or 'csv'
     res.stored_path = f'quarantine/{dataset}/{res.sha256}.{ext}'
     try: store.put(res.stored_path, data, dict(original_name=path.name, sha256=res.sha256, format=fmt or 'unknown',
-                                                rejected_at=_now().isoformat(), reason=reason))
+                                                rejected_at=utcnow().isoformat(), reason=reason))
     except Exception as e:
         res.message += f' (and it could not be quarantined: {type(e).__name__}: {e})'; res.stored_path = ''
     return res
@@ -473,3 +283,8 @@ def data_sha256(engine: sa.Engine | None = None) -> str:
     with engine.connect() as conn:
         shas = conn.execute(sa.select(ingested_files.c.sha256).order_by(ingested_files.c.sha256)).scalars().all()
     return hashlib.sha256('\n'.join(shas).encode()).hexdigest()
+
+# %% ../nbs/03_ingest.ipynb #5f00d394
+def frame_sha256(df: pd.DataFrame) -> str:
+    "sha256 of the canonical CSV text of `df`'s contract columns: identifies a training table."
+    return hashlib.sha256(df[[c for c in COLUMNS if c in df.columns]].to_csv(index=False).encode()).hexdigest()

@@ -4,71 +4,37 @@
 
 # %% ../nbs/07_train.ipynb #2ae6ce2a
 from __future__ import annotations
-import hashlib, json, os, random, secrets, shutil, sys, threading, time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+import json, os, random, sys, threading, time
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.metrics import accuracy_score, f1_score, log_loss, classification_report
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold, train_test_split
-from sklearn.utils.validation import check_is_fitted
-from .config import FEATURES, TARGET, COLUMNS, NUMERIC, CATEGORICAL, CATEGORIES, DRUGS, ContractError, get_settings
 from imblearn.pipeline import Pipeline as ImbPipeline
 from imblearn.over_sampling import SMOTENC
+from .config import FEATURES, TARGET, NUMERIC, CATEGORICAL, CATEGORIES, DRUGS, get_settings, utcnow
+from .ingest import load_patients, frame_sha256
 from .preprocess import build_pipeline
+from .network import KerasDrugClassifier, load_tensorflow
+from .registry import align_proba, new_version_id, register_model, registry_dir, final_estimator
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'SIMPLICITY', 'NEEDS_TENSORFLOW', 'TRUSTED_TYPES', 'EXPERIMENT', 'set_seeds', 'align_proba',
-           'brier_score', 'score_probabilities', 'build_network', 'KerasDrugClassifier', 'make_candidate',
-           'cross_validate_model', 'summarise_folds', 'breakdown', 'choose_champion', 'new_version_id', 'frame_sha256',
-           'model_card', 'register_model', 'promote', 'current_version', 'list_versions', 'RegisteredModel',
-           'load_model', 'tracking_uri', 'log_run', 'plot_confusion', 'plot_reliability', 'TrainResult', 'input_ranges',
-           'train_models', 'rule_drug', 'retrain_forest', 'models_main', 'promote_main']
+__all__ = ['CANDIDATES', 'SIMPLICITY', 'NEEDS_TENSORFLOW', 'EXPERIMENT', 'set_seeds', 'brier_score', 'score_probabilities',
+           'make_candidate', 'cross_validate_model', 'summarise_folds', 'breakdown', 'choose_champion', 'tracking_uri',
+           'log_run', 'plot_confusion', 'plot_reliability', 'TrainResult', 'input_ranges', 'train_models',
+           'retrain_forest']
 
 # %% ../nbs/07_train.ipynb #bf9e5f00
-@contextmanager
-def _native_stderr_silenced():
-    "Point file descriptor 2 at /dev/null for the block: TensorFlow's C++ start-up notices bypass Python's logging."
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2); yield
-    finally:
-        os.dup2(saved, 2); os.close(saved); os.close(null)
-
-def _tf():
-    "TensorFlow, imported on first use only, single-threaded and with deterministic ops."
-    if 'tensorflow' not in sys.modules:
-        # its import prints CPU-feature and oneDNN notices from C++ into every report; errors still raise
-        with _native_stderr_silenced(): import tensorflow
-    import tensorflow as tf
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError: pass  # TensorFlow was already initialised; the earlier setting stays
-    tf.config.experimental.enable_op_determinism()
-    return tf
-
 def set_seeds(seed: int = 0) -> None:
     "Seed Python, NumPy and — when it is loaded — TensorFlow/Keras with `seed`."
     random.seed(seed); np.random.seed(seed)
-    if 'tensorflow' in sys.modules: _tf().keras.utils.set_random_seed(seed)
+    if 'tensorflow' in sys.modules: load_tensorflow().keras.utils.set_random_seed(seed)
 
 # %% ../nbs/07_train.ipynb #bd6a0009
-def align_proba(proba, model_classes, classes=DRUGS) -> np.ndarray:
-    "Columns of `proba` (ordered as `model_classes`) reordered to `classes`; a class the model lacks gets 0."
-    proba, model_classes = np.asarray(proba, float), [str(c) for c in model_classes]
-    unknown = set(model_classes) - set(classes)
-    if unknown: raise ContractError(f'model predicts unknown class(es): {", ".join(sorted(unknown))}')
-    out = np.zeros((len(proba), len(classes)))
-    for j, c in enumerate(model_classes): out[:, list(classes).index(c)] = proba[:, j]
-    return out
-
 def brier_score(y_true, proba, classes=DRUGS) -> float:
     "Multiclass Brier score: mean over rows of the summed squared error between `proba` and the one-hot truth."
     onehot = (np.asarray(y_true, dtype=object)[:, None] == np.asarray(classes, dtype=object)[None, :]).astype(float)
@@ -83,79 +49,10 @@ def score_probabilities(y_true, proba, classes=DRUGS) -> dict:
                 log_loss=float(log_loss(y_true, np.asarray(proba, float) / np.asarray(proba, float).sum(1, keepdims=True), labels=list(classes))),
                 brier=brier_score(y_true, proba, classes))
 
-# %% ../nbs/07_train.ipynb #08f728e2
-def _keras_inputs(X: pd.DataFrame) -> dict:
-    "The five raw FEATURES of `X` as the named (n, 1) tensors the network takes."
-    tf = _tf()
-    missing = [c for c in FEATURES if c not in X.columns]
-    if missing: raise ContractError(f'missing column(s): {", ".join(missing)}')
-    return {c: tf.constant(X[c].to_numpy('float32').reshape(-1, 1)) if c in NUMERIC
-            else tf.constant(X[c].astype(str).to_numpy(object).reshape(-1, 1).tolist(), dtype=tf.string) for c in FEATURES}
-
-def build_network(X: pd.DataFrame, n_classes: int, hidden_units: int = 32, feature_units: int = 16,
-                  log_ratio: bool = True):
-    "A Keras functional model: 5 named raw inputs -> lookup/log/normalise (adapted on `X`) -> per-number ReLU -> Dense -> softmax."
-    tf = _tf(); keras = tf.keras
-    inputs = {c: keras.Input(shape=(1,), name=c, dtype='float32' if c in NUMERIC else 'string') for c in FEATURES}
-    parts = []
-    for c in FEATURES:
-        if c in NUMERIC:
-            x, values = inputs[c], X[[c]].to_numpy('float32')
-            if c == 'Na_to_K' and log_ratio:   # a ratio: compare it on a log scale (floored so 0 cannot give -inf)
-                x = keras.layers.Lambda(lambda t: keras.ops.log(keras.ops.maximum(t, 1e-3)), name='log_Na_to_K')(x)
-                values = np.log(np.maximum(values, 1e-3))
-            norm = keras.layers.Normalization(name=f'normalize_{c}')
-            norm.adapt(values)
-            x = norm(x)
-            if feature_units:   # a learned piecewise-linear function of this number alone
-                x = keras.layers.Dense(feature_units, activation='relu', name=f'features_{c}')(x)
-            parts.append(x)
-        else:  # index 0 is the out-of-vocabulary slot: an unknown category gives no evidence
-            parts.append(keras.layers.StringLookup(vocabulary=list(CATEGORIES[c]), output_mode='one_hot',
-                                                   name=f'lookup_{c}')(inputs[c]))
-    h = keras.layers.Dense(hidden_units, activation='relu', name='hidden')(keras.layers.Concatenate()(parts))
-    return keras.Model(inputs, keras.layers.Dense(n_classes, activation='softmax', name='drug')(h), name='drug_network')
-
-# %% ../nbs/07_train.ipynb #5053f552
-class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
-    "A scikit-learn classifier around `build_network`; takes the five raw FEATURES."
-    def __init__(self, hidden_units: int = 32, learning_rate: float = 0.03, epochs: int = 200,
-                 batch_size: int = 32, feature_units: int = 16, log_ratio: bool = True, seed: int = 0):
-        self.hidden_units, self.learning_rate, self.epochs, self.batch_size, self.seed = \
-            hidden_units, learning_rate, epochs, batch_size, seed
-        self.feature_units, self.log_ratio = feature_units, log_ratio
-
-    def fit(self, X: pd.DataFrame, y):
-        tf = _tf(); keras = tf.keras
-        y = np.asarray(y).astype(str)
-        self.classes_ = np.unique(y)
-        keras.utils.set_random_seed(self.seed)
-        self.model_ = build_network(X, len(self.classes_), self.hidden_units, self.feature_units, self.log_ratio)
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss='sparse_categorical_crossentropy')
-        codes = np.searchsorted(self.classes_, y).astype('int32')
-        n = len(y); steps = -(-n // self.batch_size)
-        data = (tf.data.Dataset.from_tensor_slices((_keras_inputs(X), codes))
-                .shuffle(n, seed=self.seed, reshuffle_each_iteration=True).batch(self.batch_size).repeat())
-        self.model_.fit(data, steps_per_epoch=steps * self.epochs, epochs=1, verbose=0, shuffle=False)  # the dataset shuffles
-        return self
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, 'model_')
-        return np.asarray(self.model_(_keras_inputs(X), training=False), dtype=float)
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
-
-    def export(self, path) -> Path:
-        "Write the network as a SavedModel (Keras `model.export`) whose `serve` signature takes the five raw fields."
-        check_is_fitted(self, 'model_')
-        self.model_.export(str(path), verbose=False)
-        return Path(path)
-
 # %% ../nbs/07_train.ipynb #1f9c2292
-CANDIDATES = ('rf', 'rf_binned', 'tf', 'tree', 'logreg')
-SIMPLICITY = ('tree', 'logreg', 'rf_binned', 'rf', 'tf')   # champion tie-break: simpler first
-NEEDS_TENSORFLOW = {'tf'}                                      # candidates the API could only serve with TensorFlow
+CANDIDATES = ('rf', 'rf_binned', 'network', 'tree', 'logreg')
+SIMPLICITY = ('tree', 'logreg', 'rf_binned', 'rf', 'network')   # champion tie-break: simpler first
+NEEDS_TENSORFLOW = {'network'}                                      # candidates the API could only serve with TensorFlow
 
 def _inner_cv(seed): return StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
 
@@ -226,168 +123,6 @@ def choose_champion(table: pd.DataFrame, tol: float = 0.005) -> str:
     rank = near.assign(_tf=[n in NEEDS_TENSORFLOW for n in near.name],
                        _simple=[SIMPLICITY.index(n) if n in SIMPLICITY else len(SIMPLICITY) for n in near.name])
     return str(rank.sort_values(['_tf', 'log_loss_mean', '_simple']).name.iloc[0])
-
-# %% ../nbs/07_train.ipynb #91e55d71
-TRUSTED_TYPES = ['drug_nbdev.preprocess.bin_features', 'imblearn.over_sampling._smote.base.SMOTENC',
-                 'imblearn.pipeline.Pipeline', 'numpy.dtype', 'scipy.sparse._csr.csr_matrix', 'sklearn.tree._tree.Tree']
-
-def _models_dir(models_dir=None) -> Path:
-    return Path(models_dir) if models_dir is not None else get_settings().models_dir
-
-def new_version_id() -> str:
-    "A sortable version id: UTC time and a random 4-hex-digit suffix."
-    return f'{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}'
-
-def frame_sha256(df: pd.DataFrame) -> str:
-    "sha256 of the canonical CSV text of `df`'s contract columns: identifies the training data."
-    return hashlib.sha256(df[[c for c in COLUMNS if c in df.columns]].to_csv(index=False).encode()).hexdigest()
-
-# %% ../nbs/07_train.ipynb #7759f296
-def model_card(meta: dict) -> str:
-    "The model card (markdown) of a registered model from its `meta` (metrics.json contents)."
-    m, cv = meta['metrics'], meta['metrics']['cv']
-    fmt = lambda d: f"{d['mean']:.3f} ± {d['std']:.3f}"
-    lines = [f"# Model card: {meta['name']} ({meta['version']})", '',
-             '## Intended use',
-             'Decision support: suggests which of five drugs (DrugY, drugA, drugB, drugC, drugX) suited patients like '
-             'this one, from Age, Sex, BP, Cholesterol and the blood sodium-to-potassium ratio, for a clinician to check. '
-             'It is not a prescription and does not know contraindications, dosage, other medication or history.', '',
-             '## Limits',
-             f"- Trained on {meta['n_train']} patients of the drug200 teaching dataset (origin and clinical validity unknown).",
-             f"- Inputs seen in training: Age {meta['input_ranges']['Age']}, Na_to_K {meta['input_ranges']['Na_to_K']}; "
-             'outside these ranges predictions are extrapolations (the API warns).',
-             '- Rare drugs (drugB, drugC) rest on a handful of patients each; their per-class numbers are uncertain.', '',
-             '## Data', f"- sha256 of the training table: `{meta['data_sha256']}`", f"- trained at {meta['trained_at']}",
-             f"- MLflow run: `{meta.get('mlflow_run_id')}`", '',
-             '## Parameters', '```json', json.dumps(meta['params'], indent=2, default=str), '```', '',
-             '## Cross-validated metrics (mean ± std over folds)',
-             '| accuracy | macro-F1 | log-loss | Brier |', '|---|---|---|---|',
-             f"| {fmt(cv['accuracy'])} | {fmt(cv['f1_macro'])} | {fmt(cv['log_loss'])} | {fmt(cv['brier'])} |", '']
-    if m.get('test'):
-        t = m['test']
-        lines += ['## Held-out test split', '| accuracy | macro-F1 | log-loss | Brier |', '|---|---|---|---|',
-                  f"| {t['accuracy']:.3f} | {t['f1_macro']:.3f} | {t['log_loss']:.3f} | {t['brier']:.3f} |", '']
-    if m.get('per_class'):
-        lines += ['## Per drug (out-of-fold)', '| drug | precision | recall | F1 | n |', '|---|---|---|---|---|']
-        lines += [f"| {d} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {r['n']} |"
-                  for d, r in m['per_class'].items()] + ['']
-    for col, groups in (m.get('subgroups') or {}).items():
-        lines += [f'## Per {col} (out-of-fold)', f'| {col} | n | accuracy | macro-F1 |', '|---|---|---|---|']
-        lines += [f"| {v} | {r['n']} | {r['accuracy']:.3f} | {r['f1_macro']:.3f} |" for v, r in groups.items()] + ['']
-    return '\n'.join(lines)
-
-# %% ../nbs/07_train.ipynb #aea664ee
-def _final_estimator(est):
-    "The fitted model inside `est`: the best estimator of a grid search, else `est` itself."
-    return getattr(est, 'best_estimator_', est)
-
-def _network(est):
-    "The KerasDrugClassifier in `est` (itself, or the last step of a pipeline), else None."
-    last = est.steps[-1][1] if hasattr(est, 'steps') else est
-    return last if isinstance(last, KerasDrugClassifier) else None
-
-def register_model(estimator, meta: dict, models_dir=None, promote: bool = True) -> str:
-    "Write fitted `estimator` with `meta` as a new version folder (atomically renamed into place); returns its version."
-    import skops.io as sio
-    root = _models_dir(models_dir); root.mkdir(parents=True, exist_ok=True)
-    version = meta.get('version') or new_version_id()
-    est, net = _final_estimator(estimator), _network(_final_estimator(estimator))
-    meta = dict(meta, version=version, kind='keras' if net is not None else 'sklearn',
-                classes=list(DRUGS), features=list(FEATURES))
-    tmp = root/f'.tmp-{version}-{secrets.token_hex(3)}'
-    tmp.mkdir()
-    try:
-        if net is not None: net.export(tmp/'saved_model')
-        else: sio.dump(est, tmp/'model.skops')
-        (tmp/'metrics.json').write_text(json.dumps(meta, indent=2, default=str))
-        (tmp/'model_card.md').write_text(model_card(meta))
-        os.rename(tmp, root/version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
-    if promote: globals()['promote'](version, root)
-    return version
-
-def _check_version(version: str, root: Path) -> Path:
-    if not isinstance(version, str) or not version or version.startswith('.') or '/' in version or '\\' in version:
-        raise ValueError(f'invalid model version {version!r}')
-    p = root/version
-    if not (p/'metrics.json').is_file():
-        raise FileNotFoundError(f'no model version {version!r} in {root}; known: {", ".join(_versions(root)) or "none"}')
-    return p
-
-def _versions(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if not p.name.startswith('.') and not p.is_symlink()
-                  and p.name != 'current' and (p/'metrics.json').is_file()) \
-        if root.is_dir() else []
-
-def promote(version: str, models_dir=None) -> None:
-    "Make `version` the current model: a new `current` symlink replaces the old one atomically."
-    root = _models_dir(models_dir)
-    _check_version(version, root)
-    tmp = root/f'.current-{secrets.token_hex(4)}'
-    os.symlink(version, tmp)          # relative target: the registry folder can be moved as a whole
-    os.replace(tmp, root/'current')
-
-def current_version(models_dir=None) -> str | None:
-    "The version `models/current` points to, or None when nothing is registered."
-    link = _models_dir(models_dir)/'current'
-    if link.is_symlink(): return Path(os.readlink(link)).name
-    if link.is_file(): return link.read_text().strip() or None   # a pointer file, where symlinks are unavailable
-    return None
-
-def list_versions(models_dir=None) -> pd.DataFrame:
-    "One row per registered version: version, name, kind, trained_at, cv_accuracy, test_accuracy, current."
-    root, cur, rows = _models_dir(models_dir), current_version(models_dir), []
-    for v in _versions(root):
-        meta = json.loads((root/v/'metrics.json').read_text())
-        m = meta.get('metrics', {})
-        rows.append(dict(version=v, name=meta.get('name'), kind=meta.get('kind'), trained_at=meta.get('trained_at'),
-                         cv_accuracy=m.get('cv', {}).get('accuracy', {}).get('mean'),
-                         test_accuracy=(m.get('test') or {}).get('accuracy'), current=v == cur))
-    return pd.DataFrame(rows, columns=['version', 'name', 'kind', 'trained_at', 'cv_accuracy', 'test_accuracy', 'current'])
-
-# %% ../nbs/07_train.ipynb #a0cbe939
-@dataclass
-class RegisteredModel:
-    "A model of the registry: its version, folder, metrics.json contents and the fitted estimator."
-    version: str
-    path: Path
-    meta: dict
-    estimator: object = None
-    _served: object = field(default=None, repr=False)
-    _lock: object = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def classes(self) -> list[str]: return list(DRUGS)
-    @property
-    def kind(self) -> str: return self.meta['kind']
-
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        "Probabilities (n, len(classes)) in `classes` order for the canonical FEATURES of `df`."
-        missing = [c for c in FEATURES if c not in df.columns]
-        if missing: raise ContractError(f'missing column(s): {", ".join(missing)}')
-        X = df[FEATURES]
-        if self.kind == 'sklearn': return align_proba(self.estimator.predict_proba(X), self.estimator.classes_)
-        with self._lock:   # load the SavedModel once, on first use
-            if self._served is None: self._served = _tf().saved_model.load(str(self.path/'saved_model'))
-        return align_proba(self._served.serve(_keras_inputs(X)).numpy(), self.meta['model_classes'])
-
-def load_model(version: str | None = None, models_dir=None) -> RegisteredModel:
-    "The registered model `version` (None = current), ready to predict; a clear error when there is none."
-    import skops.io as sio
-    root = _models_dir(models_dir)
-    version = version or current_version(root)
-    if version is None:
-        raise FileNotFoundError(f'no current model in {root}: train one (drug-nbdev run, or notebook 07_train) '
-                                f'or promote a version ({", ".join(_versions(root)) or "none registered"})')
-    path = _check_version(version, root)
-    meta = json.loads((path/'metrics.json').read_text())
-    est = None
-    if meta['kind'] == 'sklearn':
-        untrusted = set(sio.get_untrusted_types(file=path/'model.skops')) - set(TRUSTED_TYPES)
-        if untrusted: raise ValueError(f'{path/"model.skops"} holds types outside the trusted list: {", ".join(sorted(untrusted))}')
-        est = sio.load(path/'model.skops', trusted=TRUSTED_TYPES)
-    return RegisteredModel(version=version, path=path, meta=meta, estimator=est)
 
 # %% ../nbs/07_train.ipynb #d5020f7f
 EXPERIMENT = 'drug_nbdev'
@@ -500,7 +235,7 @@ def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = Fal
         t0 = time.time()
         est = make_candidate(name, binning=binning, smote=smote, seed=seed, tune=tune, quick=quick)
         chosen = {}
-        if name == 'tf' and tune:  # the network's grid: searched once on the training split
+        if name == 'network' and tune:  # the network's grid: searched once on the training split
             est = clone(est).fit(X_tr, y_tr); chosen = _best_params(est); est = clone(est.best_estimator_)
         folds, oof = cross_validate_model(est, X_tr, y_tr, folds=cv_folds, repeats=cv_repeats, seed=seed)
         final = clone(est).fit(X_tr, y_tr)
@@ -530,12 +265,12 @@ def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = Fal
             log_run(client, exp_id, name, run_params, metrics, figs, parent=parent); continue
         rid = client.create_run(exp_id, run_name=name, tags={'mlflow.parentRunId': parent, 'champion': 'true'}).info.run_id
         meta = dict(version=new_version_id(), name=name, params=run_params, metrics=metrics, input_ranges=input_ranges(X_tr),
-                    trained_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), data_sha256=sha,
+                    trained_at=utcnow().isoformat(timespec='seconds'), data_sha256=sha,
                     mlflow_run_id=rid, n_train=len(X_tr), n_test=len(X_te),
-                    model_classes=[str(c) for c in _final_estimator(fitted[name]).classes_])
-        version = register_model(fitted[name], meta, models_dir=models_dir, promote=promote)
+                    model_classes=[str(c) for c in final_estimator(fitted[name]).classes_])
+        version = register_model(fitted[name], meta, models_dir=models_dir, make_current=promote)
         client.set_tag(rid, 'version', version)
-        log_run(client, exp_id, name, run_params, metrics, figs, artifacts=_models_dir(models_dir)/version, run_id=rid)
+        log_run(client, exp_id, name, run_params, metrics, figs, artifacts=registry_dir(models_dir)/version, run_id=rid)
     client.set_tag(parent, 'version', str(version))
     log_run(client, exp_id, 'train', params, {'champion': details[champion]['cv']}, run_id=parent)
     summary = dict(version=version, model=champion, params=params | details[champion]['chosen'],
@@ -544,12 +279,6 @@ def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = Fal
                                for n in names], champion_rule='highest mean CV macro-F1; within 0.005 the lower log-loss, then the simpler model',
                    promoted=bool(promote), data_sha256=sha)
     return TrainResult(summary=summary, table=table, fitted=fitted, oof=oofs, split=(X_tr, X_te, y_tr, y_te), figures=figures)
-
-# %% ../nbs/07_train.ipynb #2e7d0289
-def rule_drug(df: pd.DataFrame, na_cut: float, age_cut: float) -> np.ndarray:
-    "The drug drug200's decision rules give each row of `df` (Na_to_K and age thresholds as found in the data)."
-    return np.select([df.Na_to_K > na_cut, df.BP.eq('HIGH') & (df.Age <= age_cut), df.BP.eq('HIGH'),
-                      df.BP.eq('LOW') & df.Cholesterol.eq('HIGH')], ['DrugY', 'drugA', 'drugB', 'drugC'], 'drugX')
 
 # %% ../nbs/07_train.ipynb #3f302be5
 _RETRAIN_LOCK = threading.Lock()
@@ -568,7 +297,6 @@ def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, t
         raise ValueError(f'test_size must be between 0.05 and 0.5, got {test_size!r}')
     if not isinstance(min_accuracy, (int, float)) or not 0 <= min_accuracy <= 1:
         raise ValueError(f'min_accuracy must be between 0 and 1, got {min_accuracy!r}')
-    from drug_nbdev.ingest import load_patients
     with _RETRAIN_LOCK:
         patients = load_patients(engine)
         X, y = patients[FEATURES].reset_index(drop=True), patients[TARGET].reset_index(drop=True)
@@ -587,31 +315,11 @@ def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, t
         client, exp_id = _mlflow_client()
         rid = client.create_run(exp_id, run_name='retrain rf', tags={'trigger': 'retrain'}).info.run_id
         meta = dict(version=new_version_id(), name='rf', params=params, metrics=metrics, input_ranges=input_ranges(X_tr),
-                    trained_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), data_sha256=frame_sha256(patients),
+                    trained_at=utcnow().isoformat(timespec='seconds'), data_sha256=frame_sha256(patients),
                     mlflow_run_id=rid, n_train=len(X_tr), n_test=len(X_te), model_classes=[str(c) for c in est.classes_])
-        version = register_model(est, meta, models_dir=models_dir, promote=promote and passed)
-        log_run(client, exp_id, 'retrain rf', params, metrics, artifacts=_models_dir(models_dir)/version, run_id=rid)
+        version = register_model(est, meta, models_dir=models_dir, make_current=promote and passed)
+        log_run(client, exp_id, 'retrain rf', params, metrics, artifacts=registry_dir(models_dir)/version, run_id=rid)
     verdict = f"held-out accuracy {test['accuracy']:.3f} {'>=' if passed else '<'} gate {min_accuracy:.3f}"
     reason = (f'{verdict}: promoted to current' if promote and passed else
               f'{verdict}: registered, not promoted' if passed else f'{verdict}: registered, kept the current model')
     return dict(version=version, metrics=metrics, promoted=bool(promote and passed), reason=reason)
-
-# %% ../nbs/07_train.ipynb #abd31bef
-def models_main(models_dir=None) -> int:
-    "Print one line per registered version (current marked with *); exit code 0."
-    versions = list_versions(models_dir)
-    if versions.empty:
-        print(f'no models registered in {_models_dir(models_dir)}'); return 0
-    for r in versions.itertuples():
-        cv = f'{r.cv_accuracy:.4f}' if pd.notna(r.cv_accuracy) else '-'
-        te = f'{r.test_accuracy:.4f}' if pd.notna(r.test_accuracy) else '-'
-        print(f"{'*' if r.current else ' '} {r.version}  {r.name:<9} {r.kind:<7} cv_accuracy={cv} test_accuracy={te}  {r.trained_at}")
-    return 0
-
-def promote_main(version: str, models_dir=None) -> int:
-    "Make `version` current and print it; exit code 1 with the reason when it cannot."
-    try: promote(version, models_dir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr); return 1
-    print(f'current model: {version}')
-    return 0

@@ -13,7 +13,7 @@ from conftest import ROOT, free_port, project_env, stop, wait_for_port
 PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else sys.executable
 
 SETUP = """
-from drug_nbdev.explain import synthetic_patients
+from drug_nbdev.testing import synthetic_patients
 from drug_nbdev.ingest import ingest_paths
 from drug_nbdev.train import retrain_forest
 import os

@@ -3,7 +3,9 @@ import base64, hashlib, shutil, uuid
 from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
-from drug_nbdev.ingest import AzureStore, make_store, ingest_paths, get_engine, load_patients, content_md5
+from drug_nbdev.store import AzureStore, make_store, content_md5
+from drug_nbdev.db import get_engine
+from drug_nbdev.ingest import ingest_paths, load_patients
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV, SAMPLES = ROOT/'data'/'drug200.csv', ROOT/'data'/'samples'

@@ -6,8 +6,9 @@ import pytest
 import sqlalchemy as sa
 from drug_nbdev import ingest
 from drug_nbdev.config import COLUMNS, DTYPES, validate_frame
-from drug_nbdev.ingest import (LocalStore, get_engine, ingest_paths, ingest_main, load_patients, load_summary,
-                               ingested_files, patients, drug_summary)
+from drug_nbdev.store import LocalStore
+from drug_nbdev.db import get_engine, ingested_files, patients, drug_summary
+from drug_nbdev.ingest import ingest_paths, ingest_main, load_patients, load_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV, SAMPLES = ROOT/'data'/'drug200.csv', ROOT/'data'/'samples'

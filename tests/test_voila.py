@@ -24,7 +24,9 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope='module')
 def registry():
     "Environment variables of a temporary project: drug200 ingested into SQLite, a small forest made current."
-    from drug_nbdev.ingest import get_engine, ingest_paths, make_store
+    from drug_nbdev.db import get_engine
+    from drug_nbdev.store import make_store
+    from drug_nbdev.ingest import ingest_paths
     from drug_nbdev.train import retrain_forest
     with tempfile.TemporaryDirectory(prefix='drug_voila_') as tmp:
         tmp = Path(tmp)
@@ -53,7 +55,7 @@ def voila(registry):
     log = tempfile.TemporaryFile()
     # as `make app` starts it: the settings (loopback, sources and prose stripped, preheated kernel, no
     # files served) come from voila.json in the repo root, which Voila reads from its working directory
-    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'08_predict.ipynb'), f'--port={port}'],
+    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'15_form.ipynb'), f'--port={port}'],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     def output():
         log.seek(0)
@@ -119,7 +121,7 @@ def test_form_shows_widgets_not_code(page):
 
 
 def test_predict_the_seed_patient(page, registry, tmp_path):
-    from drug_nbdev.train import current_version
+    from drug_nbdev.registry import current_version
     _clear_result(page)
     _fill(page, **SEED)
     page.get_by_role('button', name='Predict').click()
