@@ -9,9 +9,10 @@ KERNEL  := drug-nbdev
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 APP_PORT ?= 8866
+LAB_PORT ?= 8888
 
 
-.PHONY: help install pipeline reports test test-deps nbtest pytest serve app bench clean export
+.PHONY: help install hooks lab pipeline reports test test-deps nbtest pytest serve app bench clean export
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,9 +22,20 @@ $(STAMP): settings.ini setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (drug_nbdev)" >/dev/null
+	@$(MAKE) --no-print-directory hooks
 	touch $@
 
 install: $(STAMP) ## create .venv and install the package editable with its dev extras (no-op when up to date)
+
+hooks: ## nbdev's hooks (clean on save in Jupyter, notebook merge driver) and a pre-commit check that notebooks are clean
+	@$(BIN)/nbdev_install_hooks >/dev/null 2>&1 && echo "nbdev hooks installed" \
+	  || echo "note: nbdev_install_hooks could not install its git hooks here (not a plain git checkout?)"
+	@hooks=$$(git rev-parse --git-path hooks 2>/dev/null) && mkdir -p "$$hooks" && cp .ci/pre-commit "$$hooks/pre-commit" || true
+
+lab: install ## JupyterLab on 127.0.0.1:$(LAB_PORT) with the project's kernel; nbdev cleans notebooks on save
+	$(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
+	  --ServerApp.root_dir=$(CURDIR) --MappingKernelManager.default_kernel_name=$(KERNEL) \
+	  $(if $(filter 0,$(shell id -u)),--ServerApp.allow_root=True)   # CI and containers run as root
 
 pipeline: install ## run the whole pipeline on the defaults: ingest, explore, preprocess, train, explain -> reports/
 	$(BIN)/drug-nbdev run
