@@ -40,8 +40,9 @@ lab: install ## JupyterLab on 127.0.0.1:$(LAB_PORT) with the project's kernel; n
 pipeline: install ## run the whole pipeline on the defaults: ingest, explore, preprocess, train, explain -> reports/
 	$(BIN)/drug-nbdev run
 
-reports: install ## run the comparison grid kept in the repo (reports.yaml) and rebuild reports/index.html
+reports: install ## run the comparison grid kept in the repo (reports.yaml), rebuild reports/index.html, check every report
 	$(BIN)/drug-nbdev run --params reports.yaml
+	$(BIN)/drug-nbdev report
 
 test-deps: install ## install what the tests need: Azurite (npm), PostgreSQL and Chromium (Debian)
 	@missing=""; \

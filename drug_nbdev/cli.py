@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('models', help='list registered model versions and their metrics')
     s = sub.add_parser('promote', help='make VERSION the model that is served')
     s.add_argument('version', metavar='VERSION')
+    s = sub.add_parser('report', help='check the HTML reports: fails naming the file when one shows stderr output, '
+                       'a traceback, a numpy scalar repr or a figure that did not render')
+    s.add_argument('paths', nargs='*', metavar='PATH', help='reports or folders of reports (default: the reports folder)')
     return p
 
 # %% ../nbs/18_cli.ipynb #4a19364f
@@ -66,6 +69,9 @@ def _dispatch(a) -> int:
     if a.command == 'promote':
         from drug_nbdev.registry import promote_main
         return promote_main(a.version)
+    if a.command == 'report':
+        from drug_nbdev.reports import check_reports
+        return check_reports(a.paths or None)
     raise ValueError(f'unknown command {a.command!r}')
 
 def main(argv: list[str] | None = None) -> int:

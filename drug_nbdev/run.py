@@ -13,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 from .config import project_root, checkout_root, get_settings
 from .ingest import file_sha256
+from .reports import (render_html, write_model_card, build_leaderboard, leaderboard_html, write_leaderboard,
+                                write_atomic as _write_atomic, now_utc as _now, read_json as _read_json)
 
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'RESERVED', 'RUNNER_SET', 'RunError', 'find_stages', 'stage_parameters', 'read_params',
-           'plan_runs', 'check_kernel', 'render_html', 'execute_stage', 'package_versions', 'git_state',
-           'data_checksums', 'run_stages', 'run_main', 'build_leaderboard', 'leaderboard_html', 'write_leaderboard']
+           'plan_runs', 'check_kernel', 'execute_stage', 'package_versions', 'git_state', 'data_checksums',
+           'run_stages', 'run_main']
 
 # %% ../nbs/17_run.ipynb #144b4945
 STAGES = ('ingest', 'explore', 'preprocess', 'train', 'explain')
@@ -143,41 +145,6 @@ def check_kernel(name: str = KERNEL) -> str:
     return exe
 
 # %% ../nbs/17_run.ipynb #26010621
-def _report_template():
-    import jinja2
-    return jinja2.DictLoader({'drug_report.html.j2': "{%- extends 'lab/index.html.j2' -%}"
-        "{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}"})
-
-def render_html(notebook, html_path) -> Path:
-    "Write `notebook` (a path) as an offline-readable HTML report without code cells or prompts to `html_path`."
-    import nbformat
-    from nbconvert import HTMLExporter
-    ex = HTMLExporter(template_name='lab', template_file='drug_report.html.j2', extra_loaders=[_report_template()],
-                      exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
-    body, _ = ex.from_notebook_node(_readable_error_markers(nbformat.read(str(notebook), as_version=4)))
-    return _write_atomic(Path(html_path), body)
-
-_BANNER = 'color:#b00;font-size:1.4em;font-weight:600;margin:.5em 0'
-
-def _readable_error_markers(nb):
-    "papermill's error banners as HTML blocks that survive markdown rendering, naming the exception."
-    errs = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.output_type == 'error']
-    what = html.escape(f"{errs[0].ename}: {errs[0].evalue}") if errs else 'an exception'
-    for c in nb.cells:
-        if 'papermill-error-cell-tag' not in c.metadata.get('tags', []): continue
-        c.source = (f"<div style='{_BANNER}'>This notebook stopped with an error: <a href='#papermill-error-cell'>{what}</a></div>"
-                    if 'href="#papermill-error-cell"' in c.source else
-                    f"<div id='papermill-error-cell' style='{_BANNER}'>It stopped here, with the error below:</div>")
-    return nb
-
-def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
-    tmp.write_text(text, encoding='utf-8')
-    os.replace(tmp, path)
-    return path
-
-def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
-
 def _source_index(out_nb: Path, index: int) -> int:
     "The failing cell's index in the notebook as written: papermill counts its injected-parameters cell."
     import nbformat
@@ -252,10 +219,6 @@ def data_checksums(results: dict, root=None) -> dict:
 def _run_id(stamp: str, params: dict, i: int) -> str:
     return f"{stamp}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]}-{i:03d}"
 
-def _read_json(p: Path):
-    try: return json.loads(p.read_text())
-    except (OSError, ValueError): return None
-
 _SERIAL = {'ingest': threading.Lock()}   # writes the shared database and store: one run at a time
 
 def run_stages(run_dir, stages: dict[str, Path], params: dict, meta: dict | None = None, on_stage=None) -> dict:
@@ -279,6 +242,7 @@ def run_stages(run_dir, stages: dict[str, Path], params: dict, meta: dict | None
                 rec['stages'][s] = st = execute_stage(nb, run_dir, p, cwd=nb.parent)
             res = _read_json(run_dir/f'{s}.json')
             if res is not None: rec['results'][s] = res
+            if s == 'train' and isinstance(res, dict) and res.get('version'): write_model_card(run_dir, res['version'])
             if st['status'] != 'succeeded': failed = s
         save()
         if on_stage: on_stage(s, rec['stages'][s]['status'])
@@ -374,83 +338,3 @@ def run_main(params: str | None = None, only: str | None = None, jobs: int = 1, 
     write_leaderboard(reports)
     print(f'leaderboard: {reports/"index.html"}', file=sys.stderr)
     return 1 if any(r['status'] != 'succeeded' for r in recs.values()) else 0
-
-# %% ../nbs/17_run.ipynb #8a4e0c7d
-_LB_SORT = [('_failed', True), ('cv_f1_macro_mean', False), ('cv_accuracy_mean', False),
-            ('cv_log_loss_mean', True), ('run_id', False)]
-
-def _leaderboard_row(rec: dict) -> dict:
-    train = (rec.get('results') or {}).get('train') or {}
-    cv, test, err = train.get('cv') or {}, train.get('test') or {}, rec.get('error') or {}
-    row = dict(run_id=rec.get('run_id'), name=rec.get('name'), status=rec.get('status'),
-               parameters=rec.get('parameters') or {}, model=train.get('model'), model_version=train.get('version'))
-    for m in ('f1_macro', 'accuracy', 'log_loss', 'brier'):
-        c = cv.get(m) or {}
-        row[f'cv_{m}_mean'], row[f'cv_{m}_std'] = c.get('mean'), c.get('std')
-    for m in ('accuracy', 'f1_macro', 'log_loss', 'brier'): row[f'test_{m}'] = test.get(m)
-    row['error'] = (f"{err.get('stage', '')}: cell {err.get('cell_index')}: {err.get('ename')}: {err.get('evalue')}"
-                    if rec.get('status') == 'failed' else None)
-    row['error_html'] = err.get('html')
-    row['reports'] = {s: st.get('html') for s, st in (rec.get('stages') or {}).items() if st.get('html')}
-    row['started'], row['duration_s'] = rec.get('started'), rec.get('duration_s')
-    return row
-
-def build_leaderboard(reports_dir=None) -> pd.DataFrame:
-    "All runs under `reports_dir` (default: the reports folder), ranked by the rule above; `rank` from 1."
-    reports = Path(reports_dir or get_settings().reports_dir)
-    rows = [_leaderboard_row(r) for p in sorted(reports.glob('*/run.json'))
-            if not p.parent.is_symlink() and isinstance(r := _read_json(p), dict)]
-    cols = list(_leaderboard_row({}))
-    df = pd.DataFrame(rows, columns=cols)
-    for c in cols:
-        if c.startswith(('cv_', 'test_')): df[c] = pd.to_numeric(df[c], errors='coerce').astype('float64')
-    df['_failed'] = df.status.ne('succeeded')
-    df = df.sort_values([c for c, _ in _LB_SORT], ascending=[a for _, a in _LB_SORT], na_position='last', kind='stable')
-    df = df.drop(columns='_failed').reset_index(drop=True)
-    df.insert(0, 'rank', range(1, len(df) + 1))
-    return df
-
-# %% ../nbs/17_run.ipynb #144abeb8
-_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.3em .5em;vertical-align:top}th{background:#f0f0f0;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tr.failed{background:#fff0f0}
-.err{color:#a00;font-weight:600}.muted{color:#777}code{font-size:.95em}"""
-
-def _s(x) -> str:
-    return '' if x is None or (isinstance(x, float) and pd.isna(x)) else str(x)
-
-def _fmt(x, digits=3) -> str:
-    return '' if x is None or pd.isna(x) else f'{x:.{digits}f}'
-
-def leaderboard_html(df: pd.DataFrame) -> str:
-    "The leaderboard `df` as a self-contained HTML page."
-    e = html.escape
-    def pm(r, m): return '' if pd.isna(r[f'cv_{m}_mean']) else f"{_fmt(r[f'cv_{m}_mean'])} ± {_fmt(r[f'cv_{m}_std'])}"
-    head = ['#', 'run', 'status', 'parameters', 'model', 'version', 'CV macro-F1', 'CV accuracy', 'CV log loss',
-            'test accuracy', 'test macro-F1', 'test log loss', 'reports']
-    trs = []
-    for _, r in df.iterrows():
-        rid = e(str(r.run_id))
-        status = e(str(r.status))
-        if _s(r.error):
-            link = f"{rid}/{e(_s(r.error_html))}#papermill-error-cell" if _s(r.error_html) else None
-            status = (f"<div class='err'>{e(_s(r.error))}</div>" + (f"<a href='{link}'>failing cell</a>" if link else ''))
-        params = ', '.join(f'{e(str(k))}={e(json.dumps(v))}' for k, v in r.parameters.items()) or "<span class='muted'>defaults</span>"
-        links = ' '.join(f"<a href='{rid}/{e(h)}'>{e(s)}</a>" for s, h in r.reports.items())
-        cells = [str(r['rank']), f"<code>{rid}</code>" + (f"<br>{e(_s(r['name']))}" if _s(r['name']) else ''), status, params,
-                 e(_s(r.model)), f"<code>{e(_s(r.model_version))}</code>", pm(r, 'f1_macro'), pm(r, 'accuracy'),
-                 pm(r, 'log_loss'), _fmt(r.test_accuracy), _fmt(r.test_f1_macro), _fmt(r.test_log_loss), links]
-        cls = " class='failed'" if r.status != 'succeeded' else ''
-        trs.append(f"<tr{cls}>" + ''.join(f"<td class='num'>{c}</td>" if i in (0, 6, 7, 8, 9, 10, 11) else f'<td>{c}</td>'
-                                           for i, c in enumerate(cells)) + '</tr>')
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>drug_nbdev runs</title><style>{_CSS}</style>"
-            f"</head><body><h1>drug_nbdev runs</h1><p>{len(df)} run(s), updated {e(_now())}. Ranked by: failed runs last; "
-            "then CV macro-F1 (mean, higher first), CV accuracy, CV log loss (lower first), newest first. "
-            "CV metrics are mean ± standard deviation over the folds and repeats; the test split is shown, "
-            "not ranked on.</p><table><thead><tr>" + ''.join(f'<th>{h}</th>' for h in head) +
-            "</tr></thead><tbody>" + ''.join(trs) + "</tbody></table></body></html>")
-
-def write_leaderboard(reports_dir=None) -> Path:
-    "Rebuild `reports_dir`/index.html from every run's run.json."
-    reports = Path(reports_dir or get_settings().reports_dir)
-    return _write_atomic(reports/'index.html', leaderboard_html(build_leaderboard(reports)))
