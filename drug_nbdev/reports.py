@@ -168,7 +168,8 @@ def render_html(notebook, html_path) -> Path:
     import nbformat
     html_path = Path(html_path)
     nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = report_exporter().from_notebook_node(_readable_error_markers(report_order(nb)))
+    body, _ = report_exporter().from_notebook_node(_readable_error_markers(report_order(nb)),
+                                                   resources={'metadata': {'name': Path(notebook).stem}})
     save_figures(nb, html_path.parent/'figures', Path(notebook).stem)
     return write_atomic(html_path, body)
 
