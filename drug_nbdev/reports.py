@@ -269,7 +269,8 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{bo
 th,td{border:1px solid #ccc;padding:.3em .5em;vertical-align:top}th{background:#f0f0f0;text-align:left}
 th[data-sort]{cursor:pointer;user-select:none}th[aria-sort=ascending]::after{content:' ▲'}th[aria-sort=descending]::after{content:' ▼'}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tr.failed{background:#fff0f0}
-.err{color:#a00;font-weight:600}.muted{color:#777}code{font-size:.95em}details{margin-top:.2em}a{white-space:nowrap}"""
+.err{color:#a00;font-weight:600}.muted{color:#777}code{font-size:.95em}code.small{font-size:.8em;color:#555}.small{font-size:.85em}table{font-size:.88em}
+details{margin-top:.2em}a{white-space:nowrap}.links{margin-top:.3em;font-size:.92em;min-width:17em}td{max-width:26em}th,td{padding:.25em .4em}"""
 
 _SORT_JS = """document.querySelectorAll('th[data-sort]').forEach(function (th) {
   th.addEventListener('click', function () {
@@ -308,6 +309,7 @@ def _columns():
     def run(r):
         more = [x for x in r.run_ids if x != r.run_id]
         return (f"<code>{e(str(r.run_id))}</code>" + (f"<br>{e(_s(r['name']))}" if _s(r['name']) else '') +
+                f"<div class='links'>{links(r)}</div>" + provenance(r) +
                 (f"<details><summary>{len(more)} earlier run(s)</summary>" + '<br>'.join(
                     f"<a href='{e(x)}/run.json'><code>{e(x)}</code></a>" for x in more) + '</details>' if more else ''),
                 str(r.run_id))
@@ -320,26 +322,25 @@ def _columns():
                 json.dumps(r.parameters, sort_keys=True))
     def runs(r):
         return str(r.runs) + (" <span class='err' title='the repeats gave different metrics'>≠</span>" if r.metrics_differ else ''), str(r.runs)
-    def short(col, star=None):
-        return lambda r: ((f"<code title='{e(_s(r[col]))}'>{e(_s(r[col])[:12])}</code>" +
-                           ('*' if star and r[star] else '')) if _s(r[col]) else '', _s(r[col]))
+    def short(v, star=False): return f"<code title='{e(v)}'>{e(v[:12])}</code>{'*' if star else ''}" if v else '?'
+    def provenance(r):
+        return (f"<div class='muted small'>data {short(_s(r.data_sha256))} · commit "
+                f"{short(_s(r.commit), _s(r.dirty) == 'True')}</div>")
     def links(r):
         rid = e(str(r.run_id))
         out = [f"<a href='{rid}/{e(h)}'>{e(s)}</a>" for s, h in r.reports.items()]
-        if _s(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'>model card</a>")
-        figs = ' '.join(f"<a href='{rid}/figures/{e(f)}'>{e(_figure_label(f))}</a>" for f in r.figures)
-        return ' · '.join(out) + (f"<br><span class='muted'>figures:</span> {figs}" if figs else ''), None
+        if _s(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'><b>model card</b></a>")
+        figs = ' · '.join(f"<a href='{rid}/figures/{e(f)}'>{e(_figure_label(f))}</a>" for f in r.figures)
+        return ' · '.join(out) + (f"<br><span class='muted'>figures:</span> {figs}" if figs else '')
     return [('#', lambda r: (str(r['rank']), str(r['rank'])), 'low', True), ('run', run, 'text', False),
             ('runs', runs, 'high', True), ('status', status, 'text', False), ('parameters', params, 'text', False),
-            ('model', lambda r: (e(_s(r.model)), _s(r.model)), 'text', False),
-            ('version', lambda r: (f"<code>{e(_s(r.model_version))}</code>", _s(r.model_version)), 'text', False),
+            ('model', lambda r: (e(_s(r.model)) + (f"<br><code class='small'>{e(_s(r.model_version))}</code>"
+                                                     if _s(r.model_version) else ''), _s(r.model)), 'text', False),
             ('CV macro-F1', *metric('cv_f1_macro_mean', 'high', 'cv_f1_macro_std'), True),
             ('CV accuracy', *metric('cv_accuracy_mean', 'high', 'cv_accuracy_std'), True),
             ('CV log loss', *metric('cv_log_loss_mean', 'low', 'cv_log_loss_std'), True),
             ('test accuracy', *metric('test_accuracy', 'high'), True), ('test macro-F1', *metric('test_f1_macro', 'high'), True),
-            ('test log loss', *metric('test_log_loss', 'low'), True),
-            ('data', short('data_sha256'), 'text', False), ('commit', short('commit', 'dirty'), 'text', False),
-            ('reports', links, None, False)]
+            ('test log loss', *metric('test_log_loss', 'low'), True)]
 
 def leaderboard_html(df: pd.DataFrame) -> str:
     "The leaderboard `df` (from `build_leaderboard`) as a self-contained HTML page, repeats grouped."
