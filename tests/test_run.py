@@ -106,3 +106,49 @@ def test_cli_refuses_unknown_and_ill_typed_parameters_before_running(home):
     r = subprocess.run([str(exe), 'run', '--only', 'ingest,serve'], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 2 and 'unknown stage(s): serve' in r.stderr
     assert not (home/'reports').exists() or not any((home/'reports').iterdir())
+
+
+def test_pipeline_reports_open_with_their_result_and_pass_the_report_check(home):
+    """All five stages, as `make pipeline` runs them (`drug-nbdev run`; here with few folds, no tuning): each
+    report opens with its result, leaves out setup and tests, and `drug-nbdev report` finds nothing to fix."""
+    exe = Path(sys.executable).parent/'drug-nbdev'
+    params = write_params(home/'small.yaml', dict(model='all', cv_folds=3, cv_repeats=1, tune=False))
+    r = subprocess.run([str(exe), 'run', '--params', params], capture_output=True, text=True, cwd=REPO, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    check = subprocess.run([str(exe), 'report'], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert '7 report(s) checked, 0 with problems' in check.stderr        # five stages, the model card, the leaderboard
+    from drug_nbdev.reports import visible_text
+    latest = home/'reports'/'latest'
+    text = {nb: visible_text((latest/f'{nb}.html').read_text()) for nb in ('04_explore', '07_train', '09_explain')}
+    # the result sits under the title, before the notebook's own introduction (the method) and the detail
+    for nb, intro, result in (('04_explore', 'Before choosing models', 'Na_to_K threshold'),
+                              ('07_train', 'This stage turns the ingested patients', 'Champion:'),
+                              ('09_explain', 'A recommendation a clinician cannot question', 'Three patients explained')):
+        t = text[nb]
+        assert t.index('Result') < t.index(result) < t.index(intro), nb
+    for nb, t in text.items():
+        assert 'nbdev_test' not in t and 'Results for the' not in t, nb    # test and setup cells are left out
+    rj = json.loads((latest/'run.json').read_text())
+    version = rj['results']['train']['version']
+    assert f'Model card: {rj["results"]["train"]["model"]} ({version})' in (latest/'model_card.html').read_text()
+    figures = sorted(p.name for p in (latest/'figures').iterdir())
+    assert {'07_train-confusion-matrix-held-out-test.png', '07_train-calibration-out-of-fold.png',
+            '09_explain-mean-shap-per-field-and-drug.png', '04_explore-patients-per-drug.png'} <= set(figures), figures
+    index = (home/'reports'/'index.html').read_text()
+    rid = rj['run_id']
+    assert f"{rid}/model_card.html'" in index and f"{rid}/figures/07_train-confusion-matrix-held-out-test.png'" in index
+    assert rj['data_sha256']['patients'][:12] in index and rj['git']['commit'][:12] in index
+    # what a reviewer sees on the first screen (1280 × 900) of each report, in Debian's Chromium
+    chromium = Path('/usr/bin/chromium')
+    assert chromium.exists(), f'{chromium} is missing: apt-get install chromium (or `make test-deps`)'
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'])
+        try:
+            page = browser.new_page(viewport={'width': 1280, 'height': 900})
+            for nb in text:
+                page.goto((latest/f'{nb}.html').as_uri())
+                top = page.eval_on_selector('img[data-figure]', 'e => e.getBoundingClientRect().top')
+                assert top < 900, (nb, top)                             # the summary's figures start on the first screen
+        finally: browser.close()
