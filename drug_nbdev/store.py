@@ -41,7 +41,7 @@ class BlobStore:
     def metadata(self, name: str) -> dict: raise NotImplementedError
     def list(self, prefix: str = '') -> list[str]: raise NotImplementedError
 
-# %% ../nbs/01_store.ipynb #c90520df
+# %% ../nbs/01_store.ipynb #e8fed5ce
 def _fsync_dir(d: Path) -> None:
     fd = os.open(d, os.O_RDONLY)
     try: os.fsync(fd)
@@ -82,6 +82,8 @@ class LocalStore(BlobStore):
         tmp, md5, size = self._write_tmp(_pieces(data))
         mtmp = None
         try:
+            want = (metadata or {}).get('content_md5')
+            if want and want != md5: raise IOError(f'{name}: the data does not have the MD5 it was given with (changed while read?)')
             with open(tmp, 'rb') as f:
                 if _file_md5(f) != md5: raise IOError(f'{name}: MD5 of the written file differs from the data')
             meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'content_md5': md5, 'size': str(size)}
@@ -115,7 +117,7 @@ def _file_md5(f) -> str:
     for b in _pieces(f): h.update(b)
     return base64.b64encode(h.digest()).decode()
 
-# %% ../nbs/01_store.ipynb #b9268151
+# %% ../nbs/01_store.ipynb #84b088d3
 class AzureStore(BlobStore):
     "Blobs in one container of Azure Blob Storage (or Azurite)."
     def __init__(self, service, container: str):
@@ -132,8 +134,11 @@ class AzureStore(BlobStore):
         h, size = hashlib.md5(), 0
         for b in _pieces(data): h.update(b); size += len(b)      # Content-MD5 is sent before the bytes
         md5 = h.digest()
+        want = (metadata or {}).get('content_md5')
+        if want and want != base64.b64encode(md5).decode():
+            raise IOError(f'{name}: the data does not have the MD5 it was given with (changed while read?)')
         if not isinstance(data, (bytes, bytearray, memoryview)): data.seek(0)
-        meta = {k: quote(str(v)[:2000], safe='') for k, v in (metadata or {}).items()}
+        meta = {k: quote(str(v)[:2000], safe='') for k, v in (metadata or {}).items() if k != 'content_md5'}
         try:
             self.client.get_blob_client(_check_name(name)).upload_blob(
                 data, length=size, overwrite=False, metadata=meta, validate_content=True,
