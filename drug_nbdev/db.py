@@ -13,7 +13,7 @@ from .config import get_settings
 __all__ = ['metadata', 'ingested_files', 'patients', 'patient_sources', 'drug_summary', 'predictions', 'refresh_summary',
            'get_engine']
 
-# %% ../nbs/02_db.ipynb #e2dec9b7
+# %% ../nbs/02_db.ipynb #ac6ede3f
 metadata = sa.MetaData()
 _in = lambda col, vals: sa.CheckConstraint(sa.column(col).in_(vals), name=f'ck_{col.lower()}')
 
@@ -41,9 +41,9 @@ patients = sa.Table('patients', metadata,
     _in('Sex', ['F', 'M']), _in('BP', ['HIGH', 'LOW', 'NORMAL']), _in('Cholesterol', ['HIGH', 'NORMAL']),
     _in('Drug', ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']))
 
-patient_sources = sa.Table('patient_sources', metadata,
-    sa.Column('file_sha256', sa.String(64), sa.ForeignKey('ingested_files.sha256'), primary_key=True),
-    sa.Column('row_number', sa.Integer, primary_key=True),
+patient_sources = sa.Table('patient_sources', metadata,      # no key of its own: a file is ingested once, so (file, row) is unique
+    sa.Column('file_sha256', sa.String(64), sa.ForeignKey('ingested_files.sha256'), nullable=False),
+    sa.Column('row_number', sa.Integer, nullable=False),
     sa.Column('patient_id', sa.Integer, sa.ForeignKey('patients.id'), nullable=False))
 
 drug_summary = sa.Table('drug_summary', metadata,
