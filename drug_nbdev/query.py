@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .config import FEATURES, ContractError, validate_record
 
 # %% auto #0
-__all__ = ['QueryError', 'Tok', 'tokenize', 'Reading', 'read_query', 'parse_query']
+__all__ = ['MAX_QUERY_CHARS', 'QueryError', 'Tok', 'tokenize', 'Reading', 'read_query', 'parse_query']
 
 # %% ../nbs/10_query.ipynb #601b04cf
 class QueryError(ContractError):
@@ -362,7 +362,9 @@ def _bind_levels(toks, text, keys, levels, r: Reading):
         neg = _negated(toks, min(i, s)) or any(toks[x].low in ('not', 'no') for x in range(j, s))
         (r.negated[f].append(words) if neg else r.found[f].append((v, words)))
 
-# %% ../nbs/10_query.ipynb #374427a6
+# %% ../nbs/10_query.ipynb #c5f94c31
+MAX_QUERY_CHARS = 2_000   # a patient described in words; the form (and any other door) refuses longer texts
+
 def _plain(v) -> str: return f'{v:g}' if isinstance(v, float) else str(v)
 
 def read_query(text: str) -> tuple[dict, dict]:
