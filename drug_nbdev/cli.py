@@ -9,7 +9,7 @@ import argparse, sys
 # %% auto #0
 __all__ = ['build_parser', 'main']
 
-# %% ../nbs/18_cli.ipynb #a54c88e4
+# %% ../nbs/18_cli.ipynb #896fda38
 def _bounded_int(lo, hi=None):
     "An argparse type: an integer in [lo, hi]."
     def conv(s):
@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--dataset', default='drug200', help='dataset name, the folder under raw/ in the store (default: drug200)')
     s.add_argument('--key', default=None, help='HDF5 key to read when a file holds several')
     s = sub.add_parser('run', help='execute the stage notebooks with papermill and write reports/')
-    s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid')
+    s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid (YAML, or JSON for *.json)')
+    s.add_argument('-p', '--param', action='append', default=[], dest='overrides', metavar='NAME=VALUE',
+                   help='set one parameter (VALUE read as YAML: -p seed=3, -p model=rf); wins over the file')
     s.add_argument('--only', default=None, metavar='STAGES', help='comma-separated stages, e.g. ingest,train')
     s.add_argument('--jobs', type=_bounded_int(1, 64), default=1, metavar='N', help='runs in parallel (default 1)')
     s = sub.add_parser('predict', help='score a file in batch; writes the validated features, other input columns, the prediction and one probability column per drug')
@@ -46,14 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('version', metavar='VERSION')
     return p
 
-# %% ../nbs/18_cli.ipynb #4a19364f
+# %% ../nbs/18_cli.ipynb #25643bae
 def _dispatch(a) -> int:
     if a.command == 'ingest':
         from drug_nbdev.ingest import ingest_main
         return ingest_main(a.paths, dataset=a.dataset, key=a.key)
     if a.command == 'run':
         from drug_nbdev.run import run_main
-        return run_main(params=a.params, only=a.only, jobs=a.jobs)
+        return run_main(params=a.params, only=a.only, jobs=a.jobs, overrides=a.overrides)
     if a.command == 'predict':
         from drug_nbdev.batch import predict_main
         return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #3ace9b99
 from __future__ import annotations
-import math, os
+import math, os, re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +39,7 @@ class ContractError(ValueError):
         super().__init__(msg)
         self.problems = list(problems or [])
 
-# %% ../nbs/00_config.ipynb #d1b25db7
+# %% ../nbs/00_config.ipynb #568dde50
 _CANON = {c: {v.casefold(): v for v in vs} for c, vs in CATEGORIES.items()}
 
 def _check_category(col, v):
@@ -50,12 +50,14 @@ def _check_category(col, v):
     if c is None: return None, f'{v!r} is not one of {", ".join(CATEGORIES[col])}'
     return c, None
 
+_DECIMAL = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)')   # ASCII digits and one point: what a person writes
+
 def _as_number(v):
     "`v` as a float (±inf when too large for one), or None when it is not a number (bools are not numbers here)."
     if v is None or v is pd.NA or isinstance(v, (bool, np.bool_)): return None
-    if isinstance(v, str):
-        try: return float(v.strip())
-        except ValueError: return None
+    if isinstance(v, str):   # float() also takes '4_5', '１e1', 'inf', 'nan': Python's syntax, not a clinician's number
+        v = v.strip()
+        return float(v) if _DECIMAL.fullmatch(v) else None
     try: return float(v)
     except OverflowError: return math.inf if v > 0 else -math.inf
     except (TypeError, ValueError): return None
@@ -66,9 +68,11 @@ def _show(v, width=40):
     except ValueError: return f'a number of more than {width} digits'  # ints beyond Python's str-conversion limit
     return r if len(r) <= width else f'{r[:width - 1]}…'
 
+_HOW = ' (write it with the digits 0-9 and a decimal point)'
+
 def _check_age(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number{_HOW}'
     if not math.isfinite(x): return None, f'{_show(v)} is not finite'
     if not x.is_integer(): return None, f'{_show(v)} is not a whole number of years'
     if not AGE_MIN <= x <= AGE_MAX: return None, f'{_show(v)} is outside {AGE_MIN}–{AGE_MAX}'
@@ -76,7 +80,7 @@ def _check_age(v):
 
 def _check_na_to_k(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number{_HOW}'
     if not math.isfinite(x): return None, f'{_show(v)} is not finite'
     if not 0 < x <= NA_TO_K_MAX: return None, f'{_show(v)} is outside (0, {NA_TO_K_MAX:g}]'
     return x, None
@@ -88,7 +92,7 @@ _CHECKS = {'Age': _check_age, 'Na_to_K': _check_na_to_k,
            **{c: (lambda col: lambda v: _check_category(col, v))(c) for c in CATEGORIES}}
 
 # %% ../nbs/00_config.ipynb #d3909ebe
-_DECIMAL = r'[+-]?(?:\d+(?:\.\d*)?|\.\d+)'         # a plain ASCII decimal: what nearly every cell of a real file is
+_DECIMAL_TEXT = r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)'   # plain ASCII decimals; [0-9], not \d, which matches '４５'
 _MAX_KEPT = 1000                                    # problems kept per column on the exception (the count is exact)
 
 def _col_name(c) -> str:
@@ -104,7 +108,7 @@ def _fast_numbers(s: pd.Series) -> np.ndarray:
     txt = s if pd.api.types.is_string_dtype(s.dtype) and s.dtype != object else s[s.map(type).eq(str)].astype('str')
     if len(txt):
         txt = txt.str.strip()
-        ok = txt.str.fullmatch(_DECIMAL).fillna(False).to_numpy(dtype=bool)
+        ok = txt.str.fullmatch(_DECIMAL_TEXT).fillna(False).to_numpy(dtype=bool)
         if ok.any(): out[s.index.get_indexer(txt.index[ok])] = txt[ok].astype('float64').to_numpy()
     return out
 
