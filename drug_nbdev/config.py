@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #3ace9b99
 from __future__ import annotations
-import math, os
+import math, os, re, secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,8 +12,9 @@ import numpy as np, pandas as pd
 
 # %% auto #0
 __all__ = ['FEATURES', 'TARGET', 'COLUMNS', 'NUMERIC', 'CATEGORICAL', 'CATEGORIES', 'DRUGS', 'DTYPES', 'AGE_MIN', 'AGE_MAX',
-           'NA_TO_K_MAX', 'EXAMPLE_PATIENT', 'ContractError', 'validate_frame', 'validate_record', 'utcnow',
-           'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings']
+           'NA_TO_K_MAX', 'EXAMPLE_PATIENT', 'MIN_TOKEN_LENGTH', 'LOOPBACK_NAMES', 'ContractError', 'validate_frame',
+           'validate_record', 'utcnow', 'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings',
+           'read_api_tokens', 'default_allowed_hosts', 'host_allowed']
 
 # %% ../nbs/00_config.ipynb #50776912
 FEATURES = ['Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K']
@@ -50,12 +51,14 @@ def _check_category(col, v):
     if c is None: return None, f'{v!r} is not one of {", ".join(CATEGORIES[col])}'
     return c, None
 
+_DECIMAL = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)')   # ASCII digits only: no '4_5', '４５', '1e1', 'inf'
+
 def _as_number(v):
     "`v` as a float (±inf when too large for one), or None when it is not a number (bools are not numbers here)."
     if v is None or v is pd.NA or isinstance(v, (bool, np.bool_)): return None
     if isinstance(v, str):
-        try: return float(v.strip())
-        except ValueError: return None
+        v = v.strip()
+        return float(v) if _DECIMAL.fullmatch(v) else None
     try: return float(v)
     except OverflowError: return math.inf if v > 0 else -math.inf
     except (TypeError, ValueError): return None
@@ -66,9 +69,11 @@ def _show(v, width=40):
     except ValueError: return f'a number of more than {width} digits'  # ints beyond Python's str-conversion limit
     return r if len(r) <= width else f'{r[:width - 1]}…'
 
+_PLAIN = ' (plain decimal digits, e.g. 45 or 15.5)'
+
 def _check_age(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number{_PLAIN}'
     if not math.isfinite(x): return None, f'{_show(v)} is not finite'
     if not x.is_integer(): return None, f'{_show(v)} is not a whole number of years'
     if not AGE_MIN <= x <= AGE_MAX: return None, f'{_show(v)} is outside {AGE_MIN}–{AGE_MAX}'
@@ -76,7 +81,7 @@ def _check_age(v):
 
 def _check_na_to_k(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number{_PLAIN}'
     if not math.isfinite(x): return None, f'{_show(v)} is not finite'
     if not 0 < x <= NA_TO_K_MAX: return None, f'{_show(v)} is outside (0, {NA_TO_K_MAX:g}]'
     return x, None
@@ -183,6 +188,11 @@ class Settings:
     models_dir: Path
     reports_dir: Path
     api_token: str | None = field(default=None, repr=False)
+    api_tokens: str | None = field(default=None, repr=False)
+    api_tokens_file: Path | None = None
+    api_token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] | None = None
+    audit_sync: str = 'full'
 
 def get_settings() -> Settings:
     "Settings read from the environment now (see the table above for the defaults)."
@@ -193,4 +203,76 @@ def get_settings() -> Settings:
                     db_url=e.get('DRUG_NBDEV_DB_URL') or f"sqlite:///{root/'data'/'drug_nbdev.db'}",
                     mlflow_uri=e.get('MLFLOW_TRACKING_URI') or None,
                     models_dir=p('DRUG_NBDEV_MODELS', 'models'), reports_dir=p('DRUG_NBDEV_REPORTS', 'reports'),
-                    api_token=e.get('DRUG_NBDEV_API_TOKEN') or None)
+                    api_token=e.get('DRUG_NBDEV_API_TOKEN') or None, api_tokens=e.get('DRUG_NBDEV_API_TOKENS') or None,
+                    api_tokens_file=Path(e['DRUG_NBDEV_API_TOKENS_FILE']).expanduser() if e.get('DRUG_NBDEV_API_TOKENS_FILE') else None,
+                    api_token_file=p('DRUG_NBDEV_API_TOKEN_FILE', 'data/.api_token'),
+                    allowed_hosts=tuple(h.strip().lower() for h in e['DRUG_NBDEV_ALLOWED_HOSTS'].split(',') if h.strip())
+                                  if e.get('DRUG_NBDEV_ALLOWED_HOSTS') else None,
+                    audit_sync=(e.get('DRUG_NBDEV_AUDIT_SYNC') or 'full').strip().lower())
+
+# %% ../nbs/00_config.ipynb #28ad77fe
+MIN_TOKEN_LENGTH = 12
+_TOKEN_NAME = re.compile(r'[A-Za-z0-9_.@-]{1,64}')
+
+def _token_entries(text: str, source: str, sep: str) -> list[tuple[str, str, str]]:
+    "(name, secret, where) for each `name:secret` entry of `text`, split on `sep`; ValueError naming a bad entry."
+    out = []
+    for n, entry in enumerate(text.split(sep), 1):
+        entry = entry.strip()
+        if not entry or entry.startswith('#'): continue
+        where = f'{source}, entry {n}'
+        name, colon, secret = entry.partition(':')
+        name, secret = name.strip(), secret.strip()
+        if not colon or not secret: raise ValueError(f'{where}: expected name:SECRET')
+        if not _TOKEN_NAME.fullmatch(name):
+            raise ValueError(f'{where}: a token name is 1–64 letters, digits or . _ @ - (got {_show(name)})')
+        out.append((name, secret, where))
+    return out
+
+def read_api_tokens(s: Settings | None = None) -> dict[str, str]:
+    "The API's bearer tokens by name, from the settings `s` (default: the environment now); ValueError when malformed."
+    s = s or get_settings()
+    entries = [('default', s.api_token.strip(), 'DRUG_NBDEV_API_TOKEN')] if s.api_token and s.api_token.strip() else []
+    if s.api_tokens: entries += _token_entries(s.api_tokens, 'DRUG_NBDEV_API_TOKENS', ',')
+    if s.api_tokens_file:
+        try: text = Path(s.api_tokens_file).read_text(encoding='utf-8')
+        except (OSError, UnicodeDecodeError) as e: raise ValueError(f'DRUG_NBDEV_API_TOKENS_FILE: cannot read {s.api_tokens_file}: {type(e).__name__}') from None
+        entries += _token_entries(text, f'DRUG_NBDEV_API_TOKENS_FILE {s.api_tokens_file}', '\n')
+    tokens = {}
+    for name, secret, where in entries:
+        if name in tokens: raise ValueError(f'{where}: the token name {name!r} is given twice')
+        if len(secret) < MIN_TOKEN_LENGTH or any(ch.isspace() for ch in secret):
+            raise ValueError(f'{where}: the secret of {name!r} must be at least {MIN_TOKEN_LENGTH} characters without blanks')
+        if secret in tokens.values(): raise ValueError(f'{where}: {name!r} has the same secret as another token')
+        tokens[name] = secret
+    return tokens
+
+
+# %% ../nbs/00_config.ipynb #98e8c845
+LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
+
+def default_allowed_hosts(bind: str) -> tuple[str, ...]:
+    "The `Host` names a server listening on `bind` answers to when `DRUG_NBDEV_ALLOWED_HOSTS` is not set."
+    import ipaddress, socket
+    b = bind.strip().strip('[]').lower()
+    try: ip = ipaddress.ip_address(b)
+    except ValueError: ip = None
+    if b == 'localhost' or (ip is not None and ip.is_loopback): return LOOPBACK_NAMES
+    if ip is not None and not ip.is_unspecified: return (b,)
+    if ip is None: return (b,)
+    names = {*LOOPBACK_NAMES, socket.gethostname().lower(), socket.getfqdn().lower()}
+    try: names |= {a[4][0].lower() for a in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError: pass
+    return tuple(sorted(names))
+
+def host_allowed(host_header: str | None, allowed) -> bool:
+    "True when the `Host` header value (with or without port) is one of `allowed` ('*' allows any, '*.x' subdomains of x)."
+    if not host_header: return False
+    h = host_header.strip().lower()
+    if h.startswith('['): h = h[1:h.find(']')] if ']' in h else ''
+    elif h.count(':') == 1: h = h.split(':')[0]
+    h = h.rstrip('.')
+    for a in allowed:
+        if a == '*' or h == a or (a.startswith('*.') and h.endswith(a[1:])): return True
+    return False
+
