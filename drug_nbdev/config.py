@@ -14,7 +14,7 @@ import numpy as np, pandas as pd
 __all__ = ['FEATURES', 'TARGET', 'COLUMNS', 'NUMERIC', 'CATEGORICAL', 'CATEGORIES', 'DRUGS', 'DTYPES', 'AGE_MIN', 'AGE_MAX',
            'NA_TO_K_MAX', 'EXAMPLE_PATIENT', 'MIN_TOKEN_LENGTH', 'LOOPBACK_NAMES', 'ContractError', 'validate_frame',
            'validate_record', 'utcnow', 'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings',
-           'read_api_tokens', 'default_allowed_hosts', 'host_allowed']
+           'read_api_tokens', 'make_token_file', 'read_token_file', 'default_allowed_hosts', 'host_allowed']
 
 # %% ../nbs/00_config.ipynb #50776912
 FEATURES = ['Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K']
@@ -247,6 +247,30 @@ def read_api_tokens(s: Settings | None = None) -> dict[str, str]:
         tokens[name] = secret
     return tokens
 
+
+# %% ../nbs/00_config.ipynb #ab85a36f
+def make_token_file(path: Path) -> str:
+    "A new random token, written to `path` so that only this user can read it (mode 0600, replaced atomically)."
+    token = secrets.token_urlsafe(32)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (token + '\n').encode()); os.fsync(fd)
+    finally: os.close(fd)
+    os.replace(tmp, path)
+    return token
+
+def read_token_file(path: Path) -> str:
+    "The token stored at `path`; ValueError when missing or readable by others."
+    path = Path(path)
+    try: st = path.stat()
+    except FileNotFoundError: raise ValueError(f'no token stored at {path}: start the API with `drug-nbdev serve` '
+                                               '(it makes one), or use the token you configured') from None
+    if st.st_mode & 0o077: raise ValueError(f'{path} is readable by other users (mode {st.st_mode & 0o777:o}); '
+                                            'refusing to use it — delete it and restart the server')
+    return path.read_text().strip()
 
 # %% ../nbs/00_config.ipynb #98e8c845
 LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
