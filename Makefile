@@ -76,6 +76,7 @@ bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, API 
 	$(BIN)/python bench/bench_predict.py
 	$(BIN)/python bench/bench_api.py
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_query.py
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
 	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc

@@ -41,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--model', default=None, metavar='VERSION', help='registered version (default: current)')
     s.add_argument('--chunksize', type=_bounded_int(1), default=100_000, metavar='N', help='rows per chunk (default 100000)')
     s = sub.add_parser('serve', help='serve the REST API (docs at /docs)')
-    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1); beyond loopback needs DRUG_NBDEV_API_TOKEN')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1); beyond loopback needs configured API tokens')
     s.add_argument('--port', type=_bounded_int(1, 65535), default=8000, help='port (default 8000)')
+    s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to '
+                   '(default: DRUG_NBDEV_ALLOWED_HOSTS, else the names of --host)')
+    sub.add_parser('token', help='print the API token `serve` made when none was configured (for scripts: '
+                   'curl -H "Authorization: Bearer $(drug-nbdev token)" …)')
     sub.add_parser('models', help='list registered model versions and their metrics')
     s = sub.add_parser('promote', help='make VERSION the model that is served')
     s.add_argument('version', metavar='VERSION')
@@ -61,7 +65,12 @@ def _dispatch(a) -> int:
         return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize)
     if a.command == 'serve':
         from drug_nbdev.api import serve_main
-        return serve_main(host=a.host, port=a.port)
+        hosts = tuple(h.strip().lower() for h in a.allowed_hosts.split(',') if h.strip()) if a.allowed_hosts else None
+        return serve_main(host=a.host, port=a.port, allowed_hosts=hosts)
+    if a.command == 'token':
+        from drug_nbdev.config import get_settings, read_token_file
+        print(read_token_file(get_settings().api_token_file))
+        return 0
     if a.command == 'models':
         from drug_nbdev.registry import models_main
         return models_main()
