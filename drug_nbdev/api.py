@@ -14,7 +14,7 @@ from .query import parse_query, QueryError
 
 # %% auto #0
 __all__ = ['MAX_BATCH', 'WholeNumber', 'Patient', 'QueryIn', 'ErrorOut', 'RetrainIn', 'require_token', 'RetrainJobs',
-           'create_app', 'is_loopback', 'serve_main']
+           'instrument', 'create_app', 'is_loopback', 'serve_main']
 
 # %% ../nbs/13_api.ipynb #b1a5abc1
 from fastapi import Depends, FastAPI, HTTPException, Request, status
@@ -129,6 +129,77 @@ class RetrainJobs:
         j = self.jobs.get(job_id)
         return dict(j) if j else None
 
+# %% ../nbs/13_api.ipynb #94a8e8b2
+def _count_predictions(audit, counter) -> None:
+    "Make `audit`'s log and log_many also count each audited prediction in `counter`, by drug and channel (idempotent)."
+    if audit is None: return
+    counters = getattr(audit, '_counters', None)
+    if counters is None:   # wrap once; every app serving this predictor adds its own counter
+        counters, log, log_many = [], audit.log, audit.log_many
+        def counted_log(channel, model_version, inp, out):
+            log(channel, model_version, inp, out)
+            for c in counters: c.labels(str(out.get('prediction')), channel).inc()
+        def counted_log_many(channel, model_version, inputs, outputs):
+            log_many(channel, model_version, inputs, outputs)
+            for drug, n in pd.Series([o.get('prediction') for o in outputs], dtype=object).value_counts().items():
+                for c in counters: c.labels(str(drug), channel).inc(int(n))
+        audit.log, audit.log_many, audit._counters = counted_log, counted_log_many, counters
+    if not any(c is counter for c in counters): counters.append(counter)
+
+def instrument(app: FastAPI) -> None:
+    "Add `GET /metrics` (Prometheus text format, behind `require_token`) and the middleware that measures requests."
+    from prometheus_client import CollectorRegistry, Counter, Histogram, CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from starlette.responses import Response
+    from time import perf_counter
+    reg = CollectorRegistry(auto_describe=True)
+    requests = Counter('drug_nbdev_http_requests', 'HTTP requests by endpoint, method and status',
+                       ['endpoint', 'method', 'status'], registry=reg)
+    latency = Histogram('drug_nbdev_http_request_duration_seconds', 'HTTP request duration by endpoint', ['endpoint'],
+                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=reg)
+    preds = Counter('drug_nbdev_predictions', 'audited predictions by drug and channel', ['drug', 'channel'], registry=reg)
+
+    class _State:
+        def collect(self):
+            p = app.state.get_predictor()
+            info = GaugeMetricFamily('drug_nbdev_model_info', 'the model version served now', labels=['version'])
+            if p is not None: info.add_metric([p.version], 1)
+            yield info
+            fails = CounterMetricFamily('drug_nbdev_audit_failures', 'predictions the audit log could not write')
+            fails.add_metric([], getattr(getattr(p, 'audit', None), 'errors', 0))
+            yield fails
+            jobs = GaugeMetricFamily('drug_nbdev_retrain_jobs', 'retrain jobs by state', labels=['state'])
+            states = [j['state'] for j in list(app.state.jobs.jobs.values())]
+            for s in ('queued', 'running', 'succeeded', 'failed'): jobs.add_metric([s], states.count(s))
+            yield jobs
+    reg.register(_State())
+
+    inner = app.build_middleware_stack
+    def build_middleware_stack():
+        asgi = inner()
+        async def measured(scope, receive, send):
+            if scope['type'] != 'http': return await asgi(scope, receive, send)
+            _count_predictions(getattr(app.state.get_predictor(), 'audit', None), preds)
+            status_code, t0 = [500], perf_counter()
+            async def send_status(msg):
+                if msg['type'] == 'http.response.start': status_code[0] = msg['status']
+                await send(msg)
+            try: await asgi(scope, receive, send_status)
+            finally:
+                route = scope.get('route')
+                endpoint = getattr(route, 'path', None) or 'unmatched'   # unknown paths share one series
+                latency.labels(endpoint).observe(perf_counter() - t0)
+                requests.labels(endpoint, scope['method'], str(status_code[0])).inc()
+        return measured
+    app.build_middleware_stack = build_middleware_stack
+
+    @app.get('/metrics', dependencies=[Depends(require_token)], response_class=Response,
+             responses={401: {'model': ErrorOut, 'description': 'missing or wrong bearer token'},
+                        200: {'content': {CONTENT_TYPE_LATEST.split(';')[0]: {}}, 'description': 'Prometheus text format'}})
+    def metrics():
+        "Prometheus metrics: requests and latency by endpoint, predictions by drug and channel, model version, audit failures, retrain jobs."
+        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+
 # %% ../nbs/13_api.ipynb #f041964e
 def create_app(predictor: Predictor | None = None) -> FastAPI:
     "The REST API around `predictor` (loaded from the registry at startup when None)."
@@ -217,6 +288,7 @@ def create_app(predictor: Predictor | None = None) -> FastAPI:
         if job is None: return _error(f'no retrain job {job_id!r}', [], 404)
         return job
 
+    instrument(app)   # /metrics: see "Metrics for Prometheus" above
     return app
 
 # %% ../nbs/13_api.ipynb #beb28d24
