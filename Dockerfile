@@ -26,7 +26,8 @@ RUN DRUG_NBDEV_HOME=/app MPLCONFIGDIR=/tmp/mpl /opt/venv/bin/python train_image_
 
 # ---- runtime: the venv, the project folder (model, database of drug200) and nothing else; not root ----
 FROM ${BASE_IMAGE} AS runtime
-RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home drug
+RUN groupadd --system --gid 10001 drug \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home drug
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=10001:10001 /app /app
 ENV PATH=/opt/venv/bin:$PATH DRUG_NBDEV_HOME=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -32,6 +32,7 @@ fi
 # pip inside the build reaches the package index only with this machine's CA bundle: mounted read-only in place
 mount=(); [ -f "$ca" ] && mount=(-v "$ca:$ca:ro")
 for t in $targets; do
-  buildah bud --isolation chroot --network host --layers "${mount[@]}" \
+  # docker format: the OCI image format has no HEALTHCHECK
+  buildah bud --isolation chroot --network host --layers --format docker "${mount[@]}" \
     --build-arg BASE_IMAGE="$base" --target "$t" -t "$prefix-$t:latest" .
 done
