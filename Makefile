@@ -10,6 +10,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8000
 APP_PORT ?= 8866
 LAB_PORT ?= 8888
+DAYS    ?= 7
 
 
 .PHONY: help install hooks lab pipeline reports test test-deps nbtest pytest serve app bench clean export image up down monitor
@@ -76,6 +77,9 @@ app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
 bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, API latency and throughput
 	$(BIN)/python bench/bench_predict.py
 	$(BIN)/python bench/bench_api.py
+
+monitor: install ## drift report on the last $(DAYS) days of audited predictions -> reports/monitoring/<stamp>/ (exit 3 on drift)
+	$(BIN)/drug-nbdev monitor --since $(DAYS)
 
 image: ## build the container images drug-nbdev-api and drug-nbdev-form (docker when a daemon answers, else buildah)
 	deploy/image.sh all
