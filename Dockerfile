@@ -22,7 +22,7 @@ RUN /opt/venv/bin/pip install --no-compile --no-deps . \
 COPY data/drug200.csv ./data/
 COPY deploy/train_image_model.py ./
 RUN DRUG_NBDEV_HOME=/app MPLCONFIGDIR=/tmp/mpl /opt/venv/bin/python train_image_model.py data/drug200.csv \
- && mkdir -p /app/reports
+ && mkdir -p /app/reports && cp data/drug200.csv /app/data/   # for `drug-nbdev ingest` into an outside database
 
 # ---- runtime: the venv, the project folder (model, database of drug200) and nothing else; not root ----
 FROM ${BASE_IMAGE} AS runtime
