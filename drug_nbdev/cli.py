@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('models', help='list registered model versions and their metrics')
     s = sub.add_parser('promote', help='make VERSION the model that is served')
     s.add_argument('version', metavar='VERSION')
+    s = sub.add_parser('monitor', help='drift report on the audited predictions of a window -> reports/monitoring/; exit 3 when something drifted')
+    s.add_argument('--since', type=float, default=7, metavar='DAYS', help='window length in days before --end (default 7)')
+    s.add_argument('--start', default='', help='window start, ISO date or time (UTC)')
+    s.add_argument('--end', default='', help='window end, ISO date or time (UTC; default now)')
     return p
 
 # %% ../nbs/18_cli.ipynb #25643bae
@@ -77,6 +81,9 @@ def _dispatch(a) -> int:
     if a.command == 'promote':
         from drug_nbdev.registry import promote_main
         return promote_main(a.version)
+    if a.command == 'monitor':
+        from drug_nbdev.monitor import monitor_main
+        return monitor_main(start=a.start, end=a.end, since_days=a.since)
     raise ValueError(f'unknown command {a.command!r}')
 
 def main(argv: list[str] | None = None) -> int:
