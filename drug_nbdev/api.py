@@ -18,7 +18,7 @@ from .query import parse_query, QueryError
 # %% auto #0
 __all__ = ['MAX_BATCH', 'MAX_BODY', 'MAX_BATCH_BODY', 'WholeNumber', 'MAX_ERRORS', 'API_ROUTES', 'Patient', 'QueryIn', 'ErrorOut',
            'RetrainIn', 'token_name', 'bearer_secret', 'Guard', 'RetrainJobs', 'api_route', 'require_token',
-           'caller_of', 'responses', 'create_app', 'is_loopback', 'serve_main']
+           'caller_of', 'responses', 'create_app', 'is_loopback', 'instrument', 'serve_main']
 
 # %% ../nbs/13_api.ipynb #3f5f30c7
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request, status
@@ -146,10 +146,10 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
         h = {k: v for k, v in scope['headers'] if k in (b'host', b'content-length', b'authorization', b'transfer-encoding')}
-        host = h.get(b'host', b'').decode('latin-1')
-        if not host_allowed(host, self.allowed):
+        host, path = h.get(b'host', b'').decode('latin-1'), scope['path']
+        # /health answers any Host: orchestrators' probes (Container Apps, Kubernetes) send the pod's IP as Host
+        if path not in self.open_paths and not host_allowed(host, self.allowed):
             return await _reject(send, 400, f'the Host header {_snippet(host)} is not one of the names this server answers to')
-        path = scope['path']
         if self._needs_token(path) and token_name(bearer_secret(h.get(b'authorization', b'').decode('latin-1')), self.tokens) is None:
             return await _reject(send, 401, 'a valid bearer token is required (Authorization: Bearer <token>)',
                                  [(b'www-authenticate', b'Bearer')])
@@ -371,6 +371,79 @@ def is_loopback(host: str) -> bool:
     if host.strip().lower() == 'localhost': return True
     try: return ipaddress.ip_address(host.strip('[]')).is_loopback
     except ValueError: return False
+
+# %% ../nbs/13_api.ipynb #2f288676
+import json
+from collections import Counter
+
+def _count_predictions(audit, counter) -> None:
+    "Make `audit` also count each prediction it commits in `counter`, by drug and channel (idempotent)."
+    if audit is None: return
+    counters = getattr(audit, '_counters', None)
+    if counters is None:   # wrap once, where every channel's rows pass after they are committed
+        counters, commit = [], audit._commit_rows
+        def counted_commit(rows):
+            commit(rows)                                   # raises AuditError when not committed: nothing counted
+            n = Counter((r['channel'], json.loads(r['output']).get('prediction')) for r in rows)
+            for (channel, drug), k in n.items():
+                for c in counters: c.labels(str(drug), channel).inc(k)
+        audit._commit_rows, audit._counters = counted_commit, counters
+    if not any(c is counter for c in counters): counters.append(counter)
+
+@api_route
+def instrument(app: FastAPI) -> None:
+    "Add `GET /metrics` (Prometheus text format; the `Guard`'s token rules) and the middleware that measures requests."
+    from prometheus_client import CollectorRegistry, Counter as PCounter, Histogram, CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from starlette.responses import Response
+    from time import perf_counter
+    reg = CollectorRegistry(auto_describe=True)
+    requests = PCounter('drug_nbdev_http_requests', 'HTTP requests by endpoint, method and status',
+                       ['endpoint', 'method', 'status'], registry=reg)
+    latency = Histogram('drug_nbdev_http_request_duration_seconds', 'HTTP request duration by endpoint', ['endpoint'],
+                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=reg)
+    preds = PCounter('drug_nbdev_predictions', 'audited predictions by drug and channel', ['drug', 'channel'], registry=reg)
+
+    class _State:
+        def collect(self):
+            p = app.state.get_predictor()
+            info = GaugeMetricFamily('drug_nbdev_model_info', 'the model version served now', labels=['version'])
+            if p is not None: info.add_metric([p.version], 1)
+            yield info
+            fails = CounterMetricFamily('drug_nbdev_audit_failures', 'predictions the audit log could not write')
+            fails.add_metric([], getattr(getattr(p, 'audit', None), 'errors', 0))
+            yield fails
+            jobs = GaugeMetricFamily('drug_nbdev_retrain_jobs', 'retrain jobs by state', labels=['state'])
+            states = [j['state'] for j in list(app.state.jobs.jobs.values())]
+            for s in ('queued', 'running', 'succeeded', 'failed'): jobs.add_metric([s], states.count(s))
+            yield jobs
+    reg.register(_State())
+
+    inner = app.build_middleware_stack
+    def build_middleware_stack():
+        asgi = inner()
+        async def measured(scope, receive, send):
+            if scope['type'] != 'http': return await asgi(scope, receive, send)
+            _count_predictions(getattr(app.state.get_predictor(), 'audit', None), preds)
+            status_code, t0 = [500], perf_counter()
+            async def send_status(msg):
+                if msg['type'] == 'http.response.start': status_code[0] = msg['status']
+                await send(msg)
+            try: await asgi(scope, receive, send_status)
+            finally:
+                route = scope.get('route')
+                endpoint = getattr(route, 'path', None) or 'unmatched'   # unknown paths share one series
+                latency.labels(endpoint).observe(perf_counter() - t0)
+                requests.labels(endpoint, scope['method'], str(status_code[0])).inc()
+        return measured
+    app.build_middleware_stack = build_middleware_stack
+
+    @app.get('/metrics', response_class=Response,
+             responses={**(responses(400, 401) if app.state.public else responses(400)),
+                        200: {'content': {CONTENT_TYPE_LATEST.split(';')[0]: {}}, 'description': 'Prometheus text format'}})
+    def metrics():
+        "Prometheus metrics: requests and latency by endpoint, predictions by drug and channel, model version, audit failures, retrain jobs."
+        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
 
 # %% ../nbs/13_api.ipynb #19bb33f9
 def serve_main(host: str = '127.0.0.1', port: int = 8000, allowed_hosts: tuple[str, ...] | None = None) -> int:
