@@ -72,7 +72,7 @@ serve: install ## serve the REST API on $(HOST):$(PORT) (docs at /docs)
 	$(BIN)/drug-nbdev serve --host $(HOST) --port $(PORT)
 
 app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
-	$(BIN)/voila nbs/15_form.ipynb --port=$(APP_PORT)   # settings in voila.json: loopback, no code or prose, preheated
+	$(BIN)/drug-nbdev form nbs/15_form.ipynb --port $(APP_PORT)   # settings in voila.json: loopback, no code or prose, preheated
 
 bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, API latency and throughput, streaming ingest of 1 M and 10 M rows
 	$(BIN)/python bench/bench_predict.py

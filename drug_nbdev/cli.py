@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--port', type=_bounded_int(1, 65535), default=8000, help='port (default 8000)')
     s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to '
                    '(default: DRUG_NBDEV_ALLOWED_HOSTS, else the names of --host)')
+    s = sub.add_parser('form', help="serve the clinicians' Voila form (settings from voila.json in the working folder)")
+    s.add_argument('notebook', nargs='?', default='nbs/15_form.ipynb', help='the form notebook (default nbs/15_form.ipynb)')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1)')
+    s.add_argument('--port', type=_bounded_int(1, 65535), default=8866, help='port (default 8866)')
+    s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to besides '
+                   'loopback (default: DRUG_NBDEV_ALLOWED_HOSTS)')
     sub.add_parser('token', help='print the API token `serve` made when none was configured (for scripts: '
                    'curl -H "Authorization: Bearer $(drug-nbdev token)" …)')
     sub.add_parser('models', help='list registered model versions and their metrics')
@@ -71,6 +77,10 @@ def _dispatch(a) -> int:
         from drug_nbdev.api import serve_main
         hosts = tuple(h.strip().lower() for h in a.allowed_hosts.split(',') if h.strip()) if a.allowed_hosts else None
         return serve_main(host=a.host, port=a.port, allowed_hosts=hosts)
+    if a.command == 'form':
+        from drug_nbdev.form_server import form_main
+        hosts = tuple(h.strip().lower() for h in a.allowed_hosts.split(',') if h.strip()) if a.allowed_hosts else None
+        return form_main(a.notebook, host=a.host, port=a.port, allowed_hosts=hosts)
     if a.command == 'token':
         from drug_nbdev.config import get_settings, read_token_file
         print(read_token_file(get_settings().api_token_file))
