@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_cli.ipynb #5c630813
 from __future__ import annotations
-import argparse, sys
+import argparse, os, sys
 
 # %% auto #0
 __all__ = ['build_parser', 'main']
@@ -34,10 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--only', default=None, metavar='STAGES', help='comma-separated stages, e.g. ingest,train')
     s.add_argument('--jobs', type=_bounded_int(1, 64), default=1, metavar='N', help='runs in parallel (default 1)')
     s = sub.add_parser('predict', help='score a file in batch; writes the validated features, other input columns, the prediction and one probability column per drug')
-    s.add_argument('inp', metavar='IN', help='input file: CSV, Parquet, Feather or HDF5')
-    s.add_argument('--out', required=True, metavar='OUT', help='output file, .csv or .parquet')
+    s.add_argument('inp', metavar='IN', help='what to score: a file (CSV, Parquet, Feather or HDF5), a folder, a glob, '
+                   'or an abfs://container/path URL (read with the blob store\'s credentials)')
+    s.add_argument('--out', required=True, metavar='OUT', help='output: a .csv or .parquet file, or a folder for a Parquet dataset (a file per partition)')
     s.add_argument('--model', default=None, metavar='VERSION', help='registered version (default: current)')
     s.add_argument('--chunksize', type=_bounded_int(1), default=100_000, metavar='N', help='rows per chunk (default 100000)')
+    s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='score on the Dask cluster at ADDRESS, e.g. '
+                   'tcp://10.0.0.5:8786 (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
     s = sub.add_parser('serve', help='serve the REST API (docs at /docs)')
     s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1); beyond loopback needs DRUG_NBDEV_API_TOKEN')
     s.add_argument('--port', type=_bounded_int(1, 65535), default=8000, help='port (default 8000)')
@@ -47,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/18_cli.ipynb #4a19364f
+def _scheduler(a) -> str | None:
+    "The Dask scheduler to use: --scheduler, else DASK_SCHEDULER_ADDRESS, else none (this process)."
+    return a.scheduler or os.environ.get('DASK_SCHEDULER_ADDRESS') or None
+
 def _dispatch(a) -> int:
     if a.command == 'ingest':
         from drug_nbdev.ingest import ingest_main
@@ -56,7 +63,7 @@ def _dispatch(a) -> int:
         return run_main(params=a.params, only=a.only, jobs=a.jobs)
     if a.command == 'predict':
         from drug_nbdev.batch import predict_main
-        return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize)
+        return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize, scheduler=_scheduler(a))
     if a.command == 'serve':
         from drug_nbdev.api import serve_main
         return serve_main(host=a.host, port=a.port)
