@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('paths', nargs='+', metavar='PATH', help='files or folders (searched recursively)')
     s.add_argument('--dataset', default='drug200', help='dataset name, the folder under raw/ in the store (default: drug200)')
     s.add_argument('--key', default=None, help='HDF5 key to read when a file holds several')
+    s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='validate and store the files on the workers of the Dask '
+                   'cluster at ADDRESS (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
     s = sub.add_parser('run', help='execute the stage notebooks with papermill and write reports/')
     s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid')
     s.add_argument('--only', default=None, metavar='STAGES', help='comma-separated stages, e.g. ingest,train')
@@ -56,6 +58,9 @@ def _scheduler(a) -> str | None:
 
 def _dispatch(a) -> int:
     if a.command == 'ingest':
+        if _scheduler(a):
+            from drug_nbdev.distributed import ingest_cluster_main
+            return ingest_cluster_main(a.paths, _scheduler(a), dataset=a.dataset, key=a.key)
         from drug_nbdev.ingest import ingest_main
         return ingest_main(a.paths, dataset=a.dataset, key=a.key)
     if a.command == 'run':

@@ -6,7 +6,7 @@ points the blob store at Azurite, as worker pods would point it at Azure Blob St
 inputs and upload ingested files with their own credentials. `drug-nbdev` runs as a subprocess, as a user
 would run it.
 """
-import os, shutil, signal, subprocess, sys, tempfile, time, uuid
+import json, os, shutil, signal, subprocess, sys, tempfile, time, uuid
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
@@ -37,8 +37,12 @@ print(retrain_forest(n_estimators=30, min_accuracy=0.0)['version'])
 def home(azurite):
     "A project home whose registry serves a 30-tree forest; its blob store is a container in Azurite."
     h = Path(tempfile.mkdtemp(prefix='drug_dask_home_'))
-    env = project_env(h, DRUG_NBDEV_STORE=azurite, DRUG_NBDEV_CONTAINER=f'dask-{uuid.uuid4().hex[:10]}')
-    subprocess.run([sys.executable, '-c', _SETUP], env=env, cwd=h, check=True, capture_output=True, text=True)
+    # the database by absolute URL: the workers, whose DRUG_NBDEV_HOME differs, write to the same one (ingest checks it)
+    env = project_env(h, DRUG_NBDEV_STORE=azurite, DRUG_NBDEV_CONTAINER=f'dask-{uuid.uuid4().hex[:10]}',
+                      DRUG_NBDEV_DB_URL=f'sqlite:///{h}/data/drug_nbdev.db')
+    # the model is trained from a database of its own, so the project's database starts empty for the ingest test
+    subprocess.run([sys.executable, '-c', _SETUP], env={**env, 'DRUG_NBDEV_DB_URL': f'sqlite:///{h}/train.db'},
+                   cwd=h, check=True, capture_output=True, text=True)
     yield h, env
     shutil.rmtree(h, ignore_errors=True)
 
@@ -153,6 +157,48 @@ def test_unreachable_scheduler_is_one_sentence(home, tmp_path):
     assert r.returncode == 1
     assert 'cannot reach the Dask scheduler at tcp://127.0.0.1:' in r.stderr and 'Traceback' not in r.stderr
     assert not list(tmp_path.glob('*o.parquet*'))
+
+
+def test_folder_with_a_bad_file_ingested_on_the_cluster(home, cluster, tmp_path, azurite):
+    "Same outcome as a local ingest of the same folder: good files recorded, the copy skipped, the bad file rejected alone."
+    from drug_nbdev.testing import synthetic_patients
+    h, env = home
+    drop = tmp_path/'drop'; drop.mkdir()
+    for k in range(3): synthetic_patients(500, seed=40 + k).to_parquet(drop/f'good-{k}.parquet')
+    synthetic_patients(200, seed=50).to_csv(drop/'good-3.csv', index=False)
+    shutil.copy(drop/'good-3.csv', drop/'same-as-3.csv')
+    synthetic_patients(300, seed=51).assign(Na_to_K=[15.0] * 299 + [-4.0]).to_parquet(drop/'bad.parquet')
+    r = drug_nbdev('ingest', '--scheduler', cluster.address, drop, env=env, cwd=h)
+    assert r.returncode == 1, r.stderr
+    assert 'ingest: 6 file(s): 4 accepted (1700 rows), 1 skipped as duplicate, 1 rejected, 0 failed (on the Dask cluster' in r.stdout, r.stdout
+    bad_line = next(l for l in r.stdout.splitlines() if 'bad.parquet' in l)
+    assert bad_line.startswith('rejected') and 'row 300, column Na_to_K' in bad_line and 'quarantine/' in bad_line
+    # the same folder ingested locally into a fresh project: the same records, the same files
+    other = tmp_path/'local'; other.mkdir()
+    lenv = project_env(other)
+    local = drug_nbdev('ingest', drop, env=lenv, cwd=other)
+    assert local.returncode == 1 and 'ingest: 6 file(s): 4 accepted (1700 rows), 1 skipped as duplicate, 1 rejected' in local.stdout
+    q = ("import json, sqlalchemy as sa; from drug_nbdev.ingest import load_patients; from drug_nbdev.db import get_engine;"
+         "e = get_engine(); p = load_patients(e);"
+         "files = sorted(r[0] for r in e.connect().execute(sa.text('select sha256 from ingested_files')));"
+         "print(json.dumps([files, sorted(map(str, p.itertuples(index=False)))]))")
+    seen = lambda env_: subprocess.run([sys.executable, '-c', q], env=env_, capture_output=True, text=True, check=True).stdout
+    before = json.loads(seen(env))
+    assert len(before[0]) == 4 and len(before[1]) >= 1000
+    assert before == json.loads(seen(lenv))
+    # ingesting the folder again on the cluster: every good file is a duplicate, the bad one rejected again
+    again = drug_nbdev('ingest', '--scheduler', cluster.address, drop, env=env, cwd=h)
+    assert '0 accepted (0 rows), 5 skipped as duplicate, 1 rejected' in again.stdout, again.stdout
+    assert json.loads(seen(env)) == before
+
+
+def test_ingest_refuses_workers_that_write_elsewhere(home, cluster, tmp_path):
+    h, env = home
+    (tmp_path/'x.csv').write_text('Age\n1\n')
+    r = drug_nbdev('ingest', '--scheduler', cluster.address, tmp_path/'x.csv', env={**env, 'DRUG_NBDEV_DB_URL': f'sqlite:///{tmp_path}/other.db'},
+                   cwd=h)
+    assert r.returncode == 1 and 'the workers would ingest elsewhere than this command' in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr
 
 
 def _written(folder: Path, prefix: str) -> bool:
