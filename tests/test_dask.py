@@ -144,10 +144,12 @@ def test_dataset_output_and_abfs_input(home, cluster, tmp_path, azurite):
     names = sorted(p.name for p in (tmp_path/'ds').iterdir())
     assert names == [f'part-{i:05d}.parquet' for i in range(6)] == sorted(p.name for p in (tmp_path/'local_ds').iterdir())
     for n in names: pd.testing.assert_frame_equal(pd.read_parquet(tmp_path/'ds'/n), pd.read_parquet(tmp_path/'local_ds'/n))
-    # a glob over the container, single process
-    r = drug_nbdev('predict', f'abfs://{container}/exports/2026-0[12].parquet', '--out', tmp_path/'two.parquet', env=env, cwd=h)
+    # a glob over the container, single process: hidden blobs are left out as in a folder
+    r = drug_nbdev('predict', f'abfs://{container}/exports/*.parquet', '--out', tmp_path/'all.parquet', env=env, cwd=h)
     assert r.returncode == 0, r.stderr
-    assert len(pd.read_parquet(tmp_path/'two.parquet')) == 4000
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path/'all.parquet'), pd.read_parquet(tmp_path/'local_ds'))
+    r = drug_nbdev('predict', f'abfs://{container}/exports/nothing-*.parquet', '--out', tmp_path/'none.parquet', env=env, cwd=h)
+    assert (r.returncode, r.stderr.strip()) == (1, f'abfs://{container}/exports/nothing-*.parquet: no blob matches')
 
 
 def test_unreachable_scheduler_is_one_sentence(home, tmp_path):
