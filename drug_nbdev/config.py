@@ -13,7 +13,7 @@ import numpy as np, pandas as pd
 # %% auto #0
 __all__ = ['FEATURES', 'TARGET', 'COLUMNS', 'NUMERIC', 'CATEGORICAL', 'CATEGORIES', 'DRUGS', 'DTYPES', 'AGE_MIN', 'AGE_MAX',
            'NA_TO_K_MAX', 'EXAMPLE_PATIENT', 'ContractError', 'validate_frame', 'validate_record', 'utcnow',
-           'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings']
+           'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings', 'IngestLimits', 'ingest_limits']
 
 # %% ../nbs/00_config.ipynb #50776912
 FEATURES = ['Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K']
@@ -87,7 +87,51 @@ def _missing(v):
 _CHECKS = {'Age': _check_age, 'Na_to_K': _check_na_to_k,
            **{c: (lambda col: lambda v: _check_category(col, v))(c) for c in CATEGORIES}}
 
-# %% ../nbs/00_config.ipynb #75641655
+# %% ../nbs/00_config.ipynb #d3909ebe
+_DECIMAL = r'[+-]?(?:\d+(?:\.\d*)?|\.\d+)'         # a plain ASCII decimal: what nearly every cell of a real file is
+_MAX_KEPT = 1000                                    # problems kept per column on the exception (the count is exact)
+
+def _col_name(c) -> str:
+    "A column name as a message may show it: as it is when short and plain, else shortened and escaped."
+    c = str(c)
+    return c if len(c) <= 40 and c.isascii() and c.isprintable() else _show(c)
+
+def _fast_numbers(s: pd.Series) -> np.ndarray:
+    "`s` as floats where a cell is a plain number (vectorised); NaN where the cell-by-cell check must decide."
+    if pd.api.types.is_bool_dtype(s.dtype): return np.full(len(s), np.nan)
+    if pd.api.types.is_numeric_dtype(s.dtype): return s.astype('float64').to_numpy(na_value=np.nan)
+    out = np.full(len(s), np.nan)
+    txt = s if pd.api.types.is_string_dtype(s.dtype) and s.dtype != object else s[s.map(type).eq(str)].astype('str')
+    if len(txt):
+        txt = txt.str.strip()
+        ok = txt.str.fullmatch(_DECIMAL).fillna(False).to_numpy(dtype=bool)
+        if ok.any(): out[s.index.get_indexer(txt.index[ok])] = txt[ok].astype('float64').to_numpy()
+    return out
+
+def _check_column(c: str, s: pd.Series):
+    "The canonical values of column `c` and a boolean mask of its bad cells, with the problem of each bad cell."
+    n, bad = len(s), {}
+    if c in NUMERIC:
+        x = _fast_numbers(s)
+        with np.errstate(invalid='ignore'):
+            good = (np.isfinite(x) & (x >= AGE_MIN) & (x <= AGE_MAX) & (x == np.floor(x)) if c == 'Age'
+                    else np.isfinite(x) & (x > 0) & (x <= NA_TO_K_MAX))
+        vals = s.to_numpy(dtype=object) if not good.all() else None
+        for i in np.flatnonzero(~good):                # the odd cells: decided one by one, by the same rules
+            v, p = _CHECKS[c](vals[i])
+            if p: bad[i] = p
+            else: x[i] = v
+        res = pd.Series(x, index=s.index).astype(DTYPES[c]) if not bad else None
+    else:
+        try: codes, uniq = pd.factorize(s, use_na_sentinel=True)
+        except TypeError: codes, uniq = np.arange(n), s.to_numpy(dtype=object)     # unhashable cells
+        checked = [_check_category(c, v) for v in uniq] + [(None, 'is missing')]   # the last: codes of -1
+        canon = np.array([v for v, _ in checked], dtype=object)
+        wrong = np.array([p is not None for _, p in checked])
+        for i in np.flatnonzero(wrong[codes]): bad[i] = checked[codes[i]][1]
+        res = pd.Series(canon[codes], index=s.index).astype(DTYPES[c]) if not bad else None
+    return res, bad
+
 def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None = True,
                    extra: str = 'error', max_problems: int = 10, first_row: int = 1) -> pd.DataFrame:
     "A canonical copy of `df` checked against the data contract, or `ContractError` naming every problem."
@@ -99,28 +143,29 @@ def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None 
     if missing: raise ContractError(f'{source}: missing column(s): {", ".join(missing)}',
                                     [dict(row=None, column=c, value=None, problem='missing column') for c in missing])
     dups = sorted({v for v in strip.values() if list(strip.values()).count(v) > 1})
-    if dups: raise ContractError(f'{source}: duplicated column(s): {", ".join(dups)}')
+    if dups: raise ContractError(f'{source}: duplicated column(s): {", ".join(map(_col_name, dups))}')
     others = [c for c in cols if strip[c] not in want and strip[c] != TARGET]
     if others and extra == 'error':
-        raise ContractError(f'{source}: unexpected column(s): {", ".join(others)}; expected {", ".join(want)}',
-                            [dict(row=None, column=c, value=None, problem='unexpected column') for c in others])
+        shown = ', '.join(map(_col_name, others[:10])) + (f' and {len(others) - 10} more' if len(others) > 10 else '')
+        raise ContractError(f'{source}: unexpected column(s): {shown}; expected {", ".join(want)}',
+                            [dict(row=None, column=c, value=None, problem='unexpected column') for c in others[:_MAX_KEPT]])
     if len(df) == 0: raise ContractError(f'{source}: has no rows')
     df = df.rename(columns=strip)
-    out, problems = {}, []
+    out, problems, bad_rows, count = {}, [], set(), 0
     for c in want:
-        check, vals, res = _CHECKS[c], df[c].tolist(), []
-        for i, v in enumerate(vals):
-            x, p = check(v)
-            if p: problems.append(dict(row=i + first_row, column=c, value=None if _missing(v) else v, problem=p))
-            res.append(x)
-        out[c] = res
+        res, bad = _check_column(c, df[c].reset_index(drop=True))
+        out[c], count = res, count + len(bad)
+        bad_rows.update(bad)
+        vals = df[c].to_numpy(dtype=object) if bad else None
+        for i in sorted(bad)[:_MAX_KEPT]:
+            v = vals[i]
+            problems.append(dict(row=int(i) + first_row, column=c, value=None if _missing(v) else v, problem=bad[i]))
     if problems:
         problems.sort(key=lambda p: (p['row'], want.index(p['column'])))
         shown = '; '.join(f"row {p['row']}, column {p['column']}: {p['problem']}" for p in problems[:max_problems])
-        more = f'; … and {len(problems) - max_problems} more' if len(problems) > max_problems else ''
-        nrows = len({p['row'] for p in problems})
-        raise ContractError(f'{source}: {nrows} invalid row(s): {shown}{more}', problems)
-    res = pd.DataFrame({c: pd.Series(out[c], index=df.index).astype(DTYPES[c]) for c in want})
+        more = f'; … and {count - max_problems} more' if count > max_problems else ''
+        raise ContractError(f'{source}: {len(bad_rows)} invalid row(s): {shown}{more}', problems)
+    res = pd.DataFrame({c: out[c].set_axis(df.index) for c in want})
     if extra != 'error':
         for c in others: res[c] = df[c]
     return res
@@ -194,3 +239,30 @@ def get_settings() -> Settings:
                     mlflow_uri=e.get('MLFLOW_TRACKING_URI') or None,
                     models_dir=p('DRUG_NBDEV_MODELS', 'models'), reports_dir=p('DRUG_NBDEV_REPORTS', 'reports'),
                     api_token=e.get('DRUG_NBDEV_API_TOKEN') or None)
+
+# %% ../nbs/00_config.ipynb #e3266c4a
+@dataclass(frozen=True)
+class IngestLimits:
+    "Caps one ingested file must stay within, checked before it is materialised."
+    max_bytes: int = 8 * 2**30
+    max_rows: int = 100_000_000
+    max_expansion: float = 200.0
+    chunk_rows: int = 200_000
+
+_LIMIT_VARS = {'max_bytes': 'DRUG_NBDEV_INGEST_MAX_BYTES', 'max_rows': 'DRUG_NBDEV_INGEST_MAX_ROWS',
+               'max_expansion': 'DRUG_NBDEV_INGEST_MAX_EXPANSION', 'chunk_rows': 'DRUG_NBDEV_INGEST_CHUNK_ROWS'}
+
+def ingest_limits(**overrides) -> IngestLimits:
+    "The ingest caps from the environment (see the table above), with `overrides` applied; a bad value is a ValueError."
+    vals = {}
+    for k, var in _LIMIT_VARS.items():
+        raw = overrides.get(k, os.environ.get(var) or None)
+        if raw is None: continue
+        kind = float if k == 'max_expansion' else int
+        try:
+            v = kind(str(raw).strip().replace('_', '')) if isinstance(raw, str) else kind(raw)
+            ok = math.isfinite(v) and v >= 1
+        except (TypeError, ValueError, OverflowError): ok = False
+        if not ok: raise ValueError(f'{var} must be a number of at least 1, not {_show(raw)}')
+        vals[k] = v
+    return IngestLimits(**vals)
