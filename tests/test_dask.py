@@ -172,14 +172,16 @@ def test_folder_with_a_bad_file_ingested_on_the_cluster(home, cluster, tmp_path,
     synthetic_patients(300, seed=51).assign(Na_to_K=[15.0] * 299 + [-4.0]).to_parquet(drop/'bad.parquet')
     r = drug_nbdev('ingest', '--scheduler', cluster.address, drop, env=env, cwd=h)
     assert r.returncode == 1, r.stderr
-    assert 'ingest: 6 file(s): 4 accepted (1700 rows), 1 skipped as duplicate, 1 rejected, 0 failed (on the Dask cluster' in r.stdout, r.stdout
+    assert 'ingest: 6 file(s): 4 accepted (1700 rows' in r.stdout, r.stdout
+    assert '1 skipped as duplicate, 1 rejected, 0 failed (on the Dask cluster' in r.stdout, r.stdout
     bad_line = next(l for l in r.stdout.splitlines() if 'bad.parquet' in l)
     assert bad_line.startswith('rejected') and 'row 300, column Na_to_K' in bad_line and 'quarantine/' in bad_line
     # the same folder ingested locally into a fresh project: the same records, the same files
     other = tmp_path/'local'; other.mkdir()
     lenv = project_env(other)
     local = drug_nbdev('ingest', drop, env=lenv, cwd=other)
-    assert local.returncode == 1 and 'ingest: 6 file(s): 4 accepted (1700 rows), 1 skipped as duplicate, 1 rejected' in local.stdout
+    assert local.returncode == 1 and 'ingest: 6 file(s): 4 accepted (1700 rows' in local.stdout
+    assert '1 skipped as duplicate, 1 rejected' in local.stdout
     q = ("import json, sqlalchemy as sa; from drug_nbdev.ingest import load_patients; from drug_nbdev.db import get_engine;"
          "e = get_engine(); p = load_patients(e);"
          "files = sorted(r[0] for r in e.connect().execute(sa.text('select sha256 from ingested_files')));"
@@ -190,7 +192,7 @@ def test_folder_with_a_bad_file_ingested_on_the_cluster(home, cluster, tmp_path,
     assert before == json.loads(seen(lenv))
     # ingesting the folder again on the cluster: every good file is a duplicate, the bad one rejected again
     again = drug_nbdev('ingest', '--scheduler', cluster.address, drop, env=env, cwd=h)
-    assert '0 accepted (0 rows), 5 skipped as duplicate, 1 rejected' in again.stdout, again.stdout
+    assert '0 accepted (0 rows' in again.stdout and '5 skipped as duplicate, 1 rejected' in again.stdout, again.stdout
     assert json.loads(seen(env)) == before
 
 
