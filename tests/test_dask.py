@@ -239,3 +239,33 @@ def test_worker_killed_mid_run_never_leaves_partial_output(home, cluster, tmp_pa
         assert not out.exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith('.killed')], 'no temporary file is left behind'
     with cluster.client() as c: c.wait_for_workers(2, timeout=120)   # the nanny replaced the killed worker
+
+
+def test_ingest_on_the_cluster_into_postgresql(home, postgres, tmp_path, monkeypatch):
+    "Two workers ingest files with overlapping records into PostgreSQL at once: every file accepted, the records as a local ingest's."
+    from distributed import LocalCluster
+    from drug_nbdev.testing import synthetic_patients
+    h, env = home
+    drop = tmp_path/'drop'; drop.mkdir()
+    shared = synthetic_patients(100, seed=60)
+    for k in range(4):      # each file: 100 records of its own and the same 100 shared ones
+        pd.concat([synthetic_patients(100, seed=61 + k), shared]).to_csv(drop/f'f{k}.csv', index=False)
+    store = tmp_path/'lake'
+    penv = {**env, 'DRUG_NBDEV_DB_URL': postgres, 'DRUG_NBDEV_STORE': str(store)}
+    for k, v in penv.items(): monkeypatch.setenv(k, v)       # the workers LocalCluster spawns inherit this environment
+    monkeypatch.setenv('DRUG_NBDEV_HOME', str(tmp_path))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=':0') as c:
+        r = drug_nbdev('ingest', '--scheduler', c.scheduler_address, drop, env=penv, cwd=h)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'ingest: 4 file(s): 4 accepted (800 rows' in r.stdout and '0 rejected, 0 failed' in r.stdout, r.stdout
+    q = ("import json; from drug_nbdev.ingest import load_patients, load_summary; from drug_nbdev.db import get_engine;"
+         "e = get_engine(); print(json.dumps([sorted(map(str, load_patients(e).itertuples(index=False))),"
+         " load_summary(e).to_dict('records')]))")
+    got = json.loads(subprocess.run([sys.executable, '-c', q], env=penv, capture_output=True, text=True, check=True).stdout)
+    other = tmp_path/'local'; other.mkdir()
+    lenv = project_env(other)
+    assert drug_nbdev('ingest', drop, env=lenv, cwd=other).returncode == 0
+    want = json.loads(subprocess.run([sys.executable, '-c', q], env=lenv, capture_output=True, text=True, check=True).stdout)
+    assert len(got[0]) == 500 and got[0] == want[0]
+    # the summary: the same counts and extremes; means equal up to how each database rounds its sums
+    pd.testing.assert_frame_equal(pd.DataFrame(got[1]), pd.DataFrame(want[1]), check_exact=False, rtol=1e-6)
