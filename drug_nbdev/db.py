@@ -59,7 +59,8 @@ predictions = sa.Table('predictions', metadata,
     sa.Column('channel', sa.String(16), nullable=False),
     sa.Column('model_version', sa.String(64), nullable=False),
     sa.Column('input', sa.Text, nullable=False),
-    sa.Column('output', sa.Text, nullable=False))
+    sa.Column('output', sa.Text, nullable=False),
+    sa.Column('caller', sa.String(64), nullable=True))   # the API token's name (never the secret); NULL without one
 
 # %% ../nbs/02_db.ipynb #796cabc7
 _RECORD = ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug']

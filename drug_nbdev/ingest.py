@@ -439,8 +439,11 @@ class Staging:
         if self.dialect == 'postgresql':
             buf = io.StringIO(); df[COLUMNS].to_csv(buf, header=False, index=True); buf.seek(0)
             cols = ', '.join(map(self.q, ['row_number'] + COLUMNS))
+            sql = f'COPY {self.name} ({cols}) FROM STDIN WITH (FORMAT csv)'
             with self.conn.connection.dbapi_connection.cursor() as cur:
-                cur.copy_expert(f'COPY {self.name} ({cols}) FROM STDIN WITH (FORMAT csv)', buf)
+                if hasattr(cur, 'copy_expert'): cur.copy_expert(sql, buf)   # psycopg2 (postgresql+psycopg2://)
+                else:                                                      # psycopg 3 (a plain postgresql:// URL)
+                    with cur.copy(sql) as cp: cp.write(buf.getvalue())
         elif self.dialect == 'sqlite':
             self.conn.exec_driver_sql(f'INSERT INTO {self.name} VALUES (?, ?, ?, ?, ?, ?, ?)',
                                       list(zip(df.index.tolist(), *[df[c].tolist() for c in COLUMNS])))
