@@ -13,6 +13,8 @@ import numpy as np, pandas as pd
 from .config import FEATURES, ContractError, validate_frame, get_settings
 from .ingest import sniff_bytes, read_table
 from .predictor import Predictor
+from .audit import AuditLog
+from .db import get_engine, predictions
 
 # %% auto #0
 __all__ = ['is_url', 'azure_storage_options', 'open_input', 'input_name', 'list_inputs', 'Part', 'plan_parts', 'score_part',
@@ -257,8 +259,9 @@ def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 
     except FileNotFoundError as e: print(e.args[0] if e.args and isinstance(e.args[0], str) else e, file=sys.stderr); return 1
     except Exception as e: print(f'{inp}: cannot list the input: {type(e).__name__}: {e}', file=sys.stderr); return 1
     if _overlaps(inp, files, dst): print(f'{dst}: the output would overwrite or join the input', file=sys.stderr); return 2
-    try: predictor = Predictor(version=model or None, audit=False, explain=False)
-    except Exception as e: print(f'cannot load the model: {type(e).__name__}: {e}', file=sys.stderr); return 1
+    try: predictor, audit = Predictor(version=model or None, audit=False, explain=False), AuditLog(get_engine())
+    except Exception as e: print(f'cannot load the model or open the audit log: {type(e).__name__}: {e}', file=sys.stderr); return 1
+    answer = ['prediction', *(f'proba_{c}' for c in predictor.model.classes)]
     name = input_name(files[0]) if len(files) == 1 else f'{inp} ({len(files)} files)'
     output, t0, where = None, time.perf_counter(), ''
     try:
@@ -270,7 +273,9 @@ def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 
         else: work = nullcontext(_local_scores(predictor, parts, chunksize))
         with work as scores:
             where = getattr(scores, 'where', '')
-            for i, chunk in scores: output.write(i, chunk, input_name(parts[i].path))
+            for i, chunk in scores:   # recorded (committed) before the output that answers it can exist
+                audit.record_frame('batch', predictor.version, chunk[FEATURES], chunk[answer])
+                output.write(i, chunk, input_name(parts[i].path))
         if output.rows == 0: raise ContractError(f'{name}: has no rows')
         output.commit()
     except ContractError as e:
@@ -279,6 +284,7 @@ def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 
         print(f'error: {name}: {type(e).__name__}: {e}', file=sys.stderr); return 1
     finally:
         if output is not None: output.discard()
+        audit.close()
     dt, rows = time.perf_counter() - t0, output.rows
     print(f'{name}: {rows} rows scored with model {predictor.version}{where} -> {dst} ({dt:.1f} s, {rows / max(dt, 1e-9):,.0f} rows/s)')
     return 0
