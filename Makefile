@@ -78,6 +78,6 @@ bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, API 
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
 	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc
-	rm -rf data/lake data/*.db mlruns models preds.*
+	rm -rf data/lake data/*.db mlruns models cache preds.*
 	find reports -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
