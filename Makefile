@@ -99,6 +99,6 @@ down: ## stop and remove the stack of compose.yaml (volumes are kept)
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
 	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc
-	rm -rf data/lake data/*.db mlruns models preds.*
+	rm -rf data/lake data/*.db mlruns models cache preds.*
 	find reports -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
