@@ -10,9 +10,10 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8000
 APP_PORT ?= 8866
 LAB_PORT ?= 8888
+DAYS    ?= 7
 
 
-.PHONY: help install hooks lab pipeline reports test test-deps nbtest pytest serve app bench clean export
+.PHONY: help install hooks lab pipeline reports test test-deps nbtest pytest serve app bench clean export image up down monitor
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,7 +21,7 @@ help: ## list the targets
 $(STAMP): settings.ini setup.py pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,azure]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (drug_nbdev)" >/dev/null
 	@$(MAKE) --no-print-directory hooks
 	touch $@
@@ -43,10 +44,11 @@ pipeline: install ## run the whole pipeline on the defaults: ingest, explore, pr
 reports: install ## run the comparison grid kept in the repo (reports.yaml) and rebuild reports/index.html
 	$(BIN)/drug-nbdev run --params reports.yaml
 
-test-deps: install ## install what the tests need: Azurite (npm), PostgreSQL and Chromium (Debian)
+test-deps: install ## install what the tests need: Azurite (npm), PostgreSQL, Chromium, podman/buildah/runc/debootstrap (Debian)
 	@missing=""; \
 	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  for exe in podman buildah runc debootstrap; do command -v $$exe >/dev/null || missing="$$missing $$exe"; done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "apt-get install:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -70,11 +72,30 @@ serve: install ## serve the REST API on $(HOST):$(PORT) (docs at /docs)
 	$(BIN)/drug-nbdev serve --host $(HOST) --port $(PORT)
 
 app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
-	$(BIN)/voila nbs/15_form.ipynb --port=$(APP_PORT)   # settings in voila.json: loopback, no code or prose, preheated
+	$(BIN)/drug-nbdev form nbs/15_form.ipynb --port $(APP_PORT)   # settings in voila.json: loopback, no code or prose, preheated
 
-bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, API latency and throughput
+bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, 8 x 1 M rows on a 2-worker Dask cluster, API latency and throughput, streaming ingest of 1 M and 10 M rows
 	$(BIN)/python bench/bench_predict.py
+	$(BIN)/python bench/bench_dask.py
 	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_query.py
+
+monitor: install ## drift report on the last $(DAYS) days of audited predictions -> reports/monitoring/<stamp>/ (exit 3 on drift)
+	$(BIN)/drug-nbdev monitor --since $(DAYS)
+
+image: ## build the container images drug-nbdev-api and drug-nbdev-form (docker when a daemon answers, else buildah)
+	deploy/image.sh all
+
+up: ## start the stack of compose.yaml (API, form, PostgreSQL, Azurite, MLflow); needs docker compose or podman-compose
+	@if docker compose version >/dev/null 2>&1; then docker compose up -d --build; \
+	  elif command -v podman-compose >/dev/null; then podman-compose up -d --build; \
+	  else echo "make up: needs docker compose or podman-compose (apt-get install podman-compose)" >&2; exit 2; fi
+
+down: ## stop and remove the stack of compose.yaml (volumes are kept)
+	@if docker compose version >/dev/null 2>&1; then docker compose down; \
+	  elif command -v podman-compose >/dev/null; then podman-compose down; \
+	  else echo "make down: needs docker compose or podman-compose" >&2; exit 2; fi
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
 	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc

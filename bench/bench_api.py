@@ -2,10 +2,13 @@
 
 Starts a real uvicorn server (one worker, `serve_main`) on a free loopback port, with a forest trained
 on 300 synthetic patients in a temporary registry, and drives it with httpx clients (one keep-alive
-connection per client thread). Patients are drawn at random (so the answer cache rarely helps) unless
+connection per client thread). Every answer waits for its audit row to be committed (`--audit-sync`
+chooses SQLite's durability: `full` flushes the disk at each group commit, `normal` survives a crash of
+the process but not of the machine). The load average is printed: on a shared machine it explains
+much of the spread. Patients are drawn at random (so the answer cache rarely helps) unless
 --same is given. Prints numbers; it is not a test.
 
-    .venv/bin/python bench/bench_api.py [--requests 2000] [--seconds 5] [--trees 100] [--same]
+    .venv/bin/python bench/bench_api.py [--requests 2000] [--seconds 5] [--trees 100] [--same] [--audit-sync normal]
 """
 import argparse, os, shutil, socket, subprocess, sys, threading, time
 import httpx, numpy as np
@@ -64,9 +67,12 @@ def main():
     ap.add_argument('--seconds', type=float, default=5, help='duration of each throughput run')
     ap.add_argument('--trees', type=int, default=100, help='trees in the served forest')
     ap.add_argument('--same', action='store_true', help='always send the same patient (answer cache hits)')
+    ap.add_argument('--audit-sync', choices=['full', 'normal'], default=None,
+                    help='SQLite audit durability (DRUG_NBDEV_AUDIT_SYNC; default full)')
     a = ap.parse_args()
     proc = None
     home, env = scratch_home('drug_bench_api_', a.trees)
+    if a.audit_sync: env['DRUG_NBDEV_AUDIT_SYNC'] = a.audit_sync
     try:
         port = free_port(); url = f'http://127.0.0.1:{port}'
         proc = subprocess.Popen([PY, '-c', f'from drug_nbdev.api import serve_main; raise SystemExit(serve_main("127.0.0.1", {port}))'],
@@ -81,7 +87,9 @@ def main():
         bodies = patients(max(a.requests, 5000), a.same)
         lat = latency(url, bodies[:a.requests])
         kind = 'the same patient' if a.same else 'random patients'
-        print(f'/predict, {a.trees}-tree forest, {kind}, one uvicorn worker, {os.cpu_count()} cores (clients share them)')
+        print(f'/predict, {a.trees}-tree forest, {kind}, one uvicorn worker, {os.cpu_count()} cores (clients share them), '
+              f'audit committed before each answer (SQLite synchronous={(a.audit_sync or "full").upper()}), '
+              f'load average {os.getloadavg()[0]:.2f} at start')
         print(f'  1 client, {len(lat)} sequential requests: p50 {np.percentile(lat, 50):.2f} ms, '
               f'p99 {np.percentile(lat, 99):.2f} ms, mean {lat.mean():.2f} ms')
         for n in (8, 32):

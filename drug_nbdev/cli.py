@@ -4,12 +4,12 @@
 
 # %% ../nbs/18_cli.ipynb #5c630813
 from __future__ import annotations
-import argparse, sys
+import argparse, os, sys
 
 # %% auto #0
 __all__ = ['build_parser', 'main']
 
-# %% ../nbs/18_cli.ipynb #a54c88e4
+# %% ../nbs/18_cli.ipynb #896fda38
 def _bounded_int(lo, hi=None):
     "An argparse type: an integer in [lo, hi]."
     def conv(s):
@@ -29,43 +29,83 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('paths', nargs='+', metavar='PATH', help='files or folders (searched recursively)')
     s.add_argument('--dataset', default='drug200', help='dataset name, the folder under raw/ in the store (default: drug200)')
     s.add_argument('--key', default=None, help='HDF5 key to read when a file holds several')
+    s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='validate and store the files on the workers of the Dask '
+                   'cluster at ADDRESS (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
     s = sub.add_parser('run', help='execute the stage notebooks with papermill and write reports/')
-    s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid')
+    s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid (YAML, or JSON for *.json)')
+    s.add_argument('-p', '--param', action='append', default=[], dest='overrides', metavar='NAME=VALUE',
+                   help='set one parameter (VALUE read as YAML: -p seed=3, -p model=rf); wins over the file')
     s.add_argument('--only', default=None, metavar='STAGES', help='comma-separated stages, e.g. ingest,train')
     s.add_argument('--jobs', type=_bounded_int(1, 64), default=1, metavar='N', help='runs in parallel (default 1)')
     s = sub.add_parser('predict', help='score a file in batch; writes the validated features, other input columns, the prediction and one probability column per drug')
-    s.add_argument('inp', metavar='IN', help='input file: CSV, Parquet, Feather or HDF5')
-    s.add_argument('--out', required=True, metavar='OUT', help='output file, .csv or .parquet')
+    s.add_argument('inp', metavar='IN', help='what to score: a file (CSV, Parquet, Feather or HDF5), a folder, a glob, '
+                   'or an abfs://container/path URL (read with the blob store\'s credentials)')
+    s.add_argument('--out', required=True, metavar='OUT', help='output: a .csv or .parquet file, or a folder for a Parquet dataset (a file per partition)')
     s.add_argument('--model', default=None, metavar='VERSION', help='registered version (default: current)')
     s.add_argument('--chunksize', type=_bounded_int(1), default=100_000, metavar='N', help='rows per chunk (default 100000)')
+    s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='score on the Dask cluster at ADDRESS, e.g. '
+                   'tcp://10.0.0.5:8786 (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
     s = sub.add_parser('serve', help='serve the REST API (docs at /docs)')
-    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1); beyond loopback needs DRUG_NBDEV_API_TOKEN')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1); beyond loopback needs configured API tokens')
     s.add_argument('--port', type=_bounded_int(1, 65535), default=8000, help='port (default 8000)')
+    s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to '
+                   '(default: DRUG_NBDEV_ALLOWED_HOSTS, else the names of --host)')
+    s = sub.add_parser('form', help="serve the clinicians' Voila form (settings from voila.json in the working folder)")
+    s.add_argument('notebook', nargs='?', default='nbs/15_form.ipynb', help='the form notebook (default nbs/15_form.ipynb)')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1)')
+    s.add_argument('--port', type=_bounded_int(1, 65535), default=8866, help='port (default 8866)')
+    s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to besides '
+                   'loopback (default: DRUG_NBDEV_ALLOWED_HOSTS)')
+    sub.add_parser('token', help='print the API token `serve` made when none was configured (for scripts: '
+                   'curl -H "Authorization: Bearer $(drug-nbdev token)" …)')
     sub.add_parser('models', help='list registered model versions and their metrics')
     s = sub.add_parser('promote', help='make VERSION the model that is served')
     s.add_argument('version', metavar='VERSION')
+    s = sub.add_parser('monitor', help='drift report on the audited predictions of a window -> reports/monitoring/; exit 3 when something drifted')
+    s.add_argument('--since', type=float, default=7, metavar='DAYS', help='window length in days before --end (default 7)')
+    s.add_argument('--start', default='', help='window start, ISO date or time (UTC)')
+    s.add_argument('--end', default='', help='window end, ISO date or time (UTC; default now)')
     return p
 
-# %% ../nbs/18_cli.ipynb #4a19364f
+# %% ../nbs/18_cli.ipynb #25643bae
+def _scheduler(a) -> str | None:
+    "The Dask scheduler to use: --scheduler, else DASK_SCHEDULER_ADDRESS, else none (this process)."
+    return a.scheduler or os.environ.get('DASK_SCHEDULER_ADDRESS') or None
+
 def _dispatch(a) -> int:
     if a.command == 'ingest':
+        if _scheduler(a):
+            from drug_nbdev.distributed import ingest_cluster_main
+            return ingest_cluster_main(a.paths, _scheduler(a), dataset=a.dataset, key=a.key)
         from drug_nbdev.ingest import ingest_main
         return ingest_main(a.paths, dataset=a.dataset, key=a.key)
     if a.command == 'run':
         from drug_nbdev.run import run_main
-        return run_main(params=a.params, only=a.only, jobs=a.jobs)
+        return run_main(params=a.params, only=a.only, jobs=a.jobs, overrides=a.overrides)
     if a.command == 'predict':
         from drug_nbdev.batch import predict_main
-        return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize)
+        return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize, scheduler=_scheduler(a))
     if a.command == 'serve':
         from drug_nbdev.api import serve_main
-        return serve_main(host=a.host, port=a.port)
+        hosts = tuple(h.strip().lower() for h in a.allowed_hosts.split(',') if h.strip()) if a.allowed_hosts else None
+        return serve_main(host=a.host, port=a.port, allowed_hosts=hosts)
+    if a.command == 'form':
+        from drug_nbdev.form_server import form_main
+        hosts = tuple(h.strip().lower() for h in a.allowed_hosts.split(',') if h.strip()) if a.allowed_hosts else None
+        return form_main(a.notebook, host=a.host, port=a.port, allowed_hosts=hosts)
+    if a.command == 'token':
+        from drug_nbdev.config import get_settings, read_token_file
+        print(read_token_file(get_settings().api_token_file))
+        return 0
     if a.command == 'models':
         from drug_nbdev.registry import models_main
         return models_main()
     if a.command == 'promote':
         from drug_nbdev.registry import promote_main
         return promote_main(a.version)
+    if a.command == 'monitor':
+        from drug_nbdev.monitor import monitor_main
+        return monitor_main(start=a.start, end=a.end, since_days=a.since)
     raise ValueError(f'unknown command {a.command!r}')
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #3ace9b99
 from __future__ import annotations
-import math, os
+import math, os, re, secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,8 +12,10 @@ import numpy as np, pandas as pd
 
 # %% auto #0
 __all__ = ['FEATURES', 'TARGET', 'COLUMNS', 'NUMERIC', 'CATEGORICAL', 'CATEGORIES', 'DRUGS', 'DTYPES', 'AGE_MIN', 'AGE_MAX',
-           'NA_TO_K_MAX', 'EXAMPLE_PATIENT', 'ContractError', 'validate_frame', 'validate_record', 'utcnow',
-           'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings']
+           'NA_TO_K_MAX', 'EXAMPLE_PATIENT', 'MIN_TOKEN_LENGTH', 'LOOPBACK_NAMES', 'ContractError', 'validate_frame',
+           'validate_record', 'utcnow', 'rule_drug', 'checkout_root', 'project_root', 'Settings', 'get_settings',
+           'read_api_tokens', 'make_token_file', 'read_token_file', 'default_allowed_hosts', 'host_allowed',
+           'IngestLimits', 'ingest_limits']
 
 # %% ../nbs/00_config.ipynb #50776912
 FEATURES = ['Age', 'Sex', 'BP', 'Cholesterol', 'Na_to_K']
@@ -39,7 +41,7 @@ class ContractError(ValueError):
         super().__init__(msg)
         self.problems = list(problems or [])
 
-# %% ../nbs/00_config.ipynb #d1b25db7
+# %% ../nbs/00_config.ipynb #568dde50
 _CANON = {c: {v.casefold(): v for v in vs} for c, vs in CATEGORIES.items()}
 
 def _check_category(col, v):
@@ -50,12 +52,14 @@ def _check_category(col, v):
     if c is None: return None, f'{v!r} is not one of {", ".join(CATEGORIES[col])}'
     return c, None
 
+_DECIMAL = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)')   # ASCII digits and one point: what a person writes
+
 def _as_number(v):
     "`v` as a float (±inf when too large for one), or None when it is not a number (bools are not numbers here)."
     if v is None or v is pd.NA or isinstance(v, (bool, np.bool_)): return None
-    if isinstance(v, str):
-        try: return float(v.strip())
-        except ValueError: return None
+    if isinstance(v, str):   # float() also takes '4_5', '１e1', 'inf', 'nan': Python's syntax, not a clinician's number
+        v = v.strip()
+        return float(v) if _DECIMAL.fullmatch(v) else None
     try: return float(v)
     except OverflowError: return math.inf if v > 0 else -math.inf
     except (TypeError, ValueError): return None
@@ -66,9 +70,11 @@ def _show(v, width=40):
     except ValueError: return f'a number of more than {width} digits'  # ints beyond Python's str-conversion limit
     return r if len(r) <= width else f'{r[:width - 1]}…'
 
+_HOW = ' (write it with the digits 0-9 and a decimal point)'
+
 def _check_age(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number{_HOW}'
     if not math.isfinite(x): return None, f'{_show(v)} is not finite'
     if not x.is_integer(): return None, f'{_show(v)} is not a whole number of years'
     if not AGE_MIN <= x <= AGE_MAX: return None, f'{_show(v)} is outside {AGE_MIN}–{AGE_MAX}'
@@ -76,7 +82,7 @@ def _check_age(v):
 
 def _check_na_to_k(v):
     x = _as_number(v)
-    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number'
+    if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number{_HOW}'
     if not math.isfinite(x): return None, f'{_show(v)} is not finite'
     if not 0 < x <= NA_TO_K_MAX: return None, f'{_show(v)} is outside (0, {NA_TO_K_MAX:g}]'
     return x, None
@@ -87,7 +93,51 @@ def _missing(v):
 _CHECKS = {'Age': _check_age, 'Na_to_K': _check_na_to_k,
            **{c: (lambda col: lambda v: _check_category(col, v))(c) for c in CATEGORIES}}
 
-# %% ../nbs/00_config.ipynb #75641655
+# %% ../nbs/00_config.ipynb #d3909ebe
+_DECIMAL_TEXT = r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)'   # plain ASCII decimals; [0-9], not \d, which matches '４５'
+_MAX_KEPT = 1000                                    # problems kept per column on the exception (the count is exact)
+
+def _col_name(c) -> str:
+    "A column name as a message may show it: as it is when short and plain, else shortened and escaped."
+    c = str(c)
+    return c if len(c) <= 40 and c.isascii() and c.isprintable() else _show(c)
+
+def _fast_numbers(s: pd.Series) -> np.ndarray:
+    "`s` as floats where a cell is a plain number (vectorised); NaN where the cell-by-cell check must decide."
+    if pd.api.types.is_bool_dtype(s.dtype): return np.full(len(s), np.nan)
+    if pd.api.types.is_numeric_dtype(s.dtype): return s.astype('float64').to_numpy(na_value=np.nan)
+    out = np.full(len(s), np.nan)
+    txt = s if pd.api.types.is_string_dtype(s.dtype) and s.dtype != object else s[s.map(type).eq(str)].astype('str')
+    if len(txt):
+        txt = txt.str.strip()
+        ok = txt.str.fullmatch(_DECIMAL_TEXT).fillna(False).to_numpy(dtype=bool)
+        if ok.any(): out[s.index.get_indexer(txt.index[ok])] = txt[ok].astype('float64').to_numpy()
+    return out
+
+def _check_column(c: str, s: pd.Series):
+    "The canonical values of column `c` and a boolean mask of its bad cells, with the problem of each bad cell."
+    n, bad = len(s), {}
+    if c in NUMERIC:
+        x = _fast_numbers(s)
+        with np.errstate(invalid='ignore'):
+            good = (np.isfinite(x) & (x >= AGE_MIN) & (x <= AGE_MAX) & (x == np.floor(x)) if c == 'Age'
+                    else np.isfinite(x) & (x > 0) & (x <= NA_TO_K_MAX))
+        vals = s.to_numpy(dtype=object) if not good.all() else None
+        for i in np.flatnonzero(~good):                # the odd cells: decided one by one, by the same rules
+            v, p = _CHECKS[c](vals[i])
+            if p: bad[i] = p
+            else: x[i] = v
+        res = pd.Series(x, index=s.index).astype(DTYPES[c]) if not bad else None
+    else:
+        try: codes, uniq = pd.factorize(s, use_na_sentinel=True)
+        except TypeError: codes, uniq = np.arange(n), s.to_numpy(dtype=object)     # unhashable cells
+        checked = [_check_category(c, v) for v in uniq] + [(None, 'is missing')]   # the last: codes of -1
+        canon = np.array([v for v, _ in checked], dtype=object)
+        wrong = np.array([p is not None for _, p in checked])
+        for i in np.flatnonzero(wrong[codes]): bad[i] = checked[codes[i]][1]
+        res = pd.Series(canon[codes], index=s.index).astype(DTYPES[c]) if not bad else None
+    return res, bad
+
 def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None = True,
                    extra: str = 'error', max_problems: int = 10, first_row: int = 1) -> pd.DataFrame:
     "A canonical copy of `df` checked against the data contract, or `ContractError` naming every problem."
@@ -99,28 +149,29 @@ def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None 
     if missing: raise ContractError(f'{source}: missing column(s): {", ".join(missing)}',
                                     [dict(row=None, column=c, value=None, problem='missing column') for c in missing])
     dups = sorted({v for v in strip.values() if list(strip.values()).count(v) > 1})
-    if dups: raise ContractError(f'{source}: duplicated column(s): {", ".join(dups)}')
+    if dups: raise ContractError(f'{source}: duplicated column(s): {", ".join(map(_col_name, dups))}')
     others = [c for c in cols if strip[c] not in want and strip[c] != TARGET]
     if others and extra == 'error':
-        raise ContractError(f'{source}: unexpected column(s): {", ".join(others)}; expected {", ".join(want)}',
-                            [dict(row=None, column=c, value=None, problem='unexpected column') for c in others])
+        shown = ', '.join(map(_col_name, others[:10])) + (f' and {len(others) - 10} more' if len(others) > 10 else '')
+        raise ContractError(f'{source}: unexpected column(s): {shown}; expected {", ".join(want)}',
+                            [dict(row=None, column=c, value=None, problem='unexpected column') for c in others[:_MAX_KEPT]])
     if len(df) == 0: raise ContractError(f'{source}: has no rows')
     df = df.rename(columns=strip)
-    out, problems = {}, []
+    out, problems, bad_rows, count = {}, [], set(), 0
     for c in want:
-        check, vals, res = _CHECKS[c], df[c].tolist(), []
-        for i, v in enumerate(vals):
-            x, p = check(v)
-            if p: problems.append(dict(row=i + first_row, column=c, value=None if _missing(v) else v, problem=p))
-            res.append(x)
-        out[c] = res
+        res, bad = _check_column(c, df[c].reset_index(drop=True))
+        out[c], count = res, count + len(bad)
+        bad_rows.update(bad)
+        vals = df[c].to_numpy(dtype=object) if bad else None
+        for i in sorted(bad)[:_MAX_KEPT]:
+            v = vals[i]
+            problems.append(dict(row=int(i) + first_row, column=c, value=None if _missing(v) else v, problem=bad[i]))
     if problems:
         problems.sort(key=lambda p: (p['row'], want.index(p['column'])))
         shown = '; '.join(f"row {p['row']}, column {p['column']}: {p['problem']}" for p in problems[:max_problems])
-        more = f'; … and {len(problems) - max_problems} more' if len(problems) > max_problems else ''
-        nrows = len({p['row'] for p in problems})
-        raise ContractError(f'{source}: {nrows} invalid row(s): {shown}{more}', problems)
-    res = pd.DataFrame({c: pd.Series(out[c], index=df.index).astype(DTYPES[c]) for c in want})
+        more = f'; … and {count - max_problems} more' if count > max_problems else ''
+        raise ContractError(f'{source}: {len(bad_rows)} invalid row(s): {shown}{more}', problems)
+    res = pd.DataFrame({c: out[c].set_axis(df.index) for c in want})
     if extra != 'error':
         for c in others: res[c] = df[c]
     return res
@@ -183,6 +234,11 @@ class Settings:
     models_dir: Path
     reports_dir: Path
     api_token: str | None = field(default=None, repr=False)
+    api_tokens: str | None = field(default=None, repr=False)
+    api_tokens_file: Path | None = None
+    api_token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] | None = None
+    audit_sync: str = 'full'
 
 def get_settings() -> Settings:
     "Settings read from the environment now (see the table above for the defaults)."
@@ -193,4 +249,127 @@ def get_settings() -> Settings:
                     db_url=e.get('DRUG_NBDEV_DB_URL') or f"sqlite:///{root/'data'/'drug_nbdev.db'}",
                     mlflow_uri=e.get('MLFLOW_TRACKING_URI') or None,
                     models_dir=p('DRUG_NBDEV_MODELS', 'models'), reports_dir=p('DRUG_NBDEV_REPORTS', 'reports'),
-                    api_token=e.get('DRUG_NBDEV_API_TOKEN') or None)
+                    api_token=e.get('DRUG_NBDEV_API_TOKEN') or None, api_tokens=e.get('DRUG_NBDEV_API_TOKENS') or None,
+                    api_tokens_file=Path(e['DRUG_NBDEV_API_TOKENS_FILE']).expanduser() if e.get('DRUG_NBDEV_API_TOKENS_FILE') else None,
+                    api_token_file=p('DRUG_NBDEV_API_TOKEN_FILE', 'data/.api_token'),
+                    allowed_hosts=tuple(h.strip().lower() for h in e['DRUG_NBDEV_ALLOWED_HOSTS'].split(',') if h.strip())
+                                  if e.get('DRUG_NBDEV_ALLOWED_HOSTS') else None,
+                    audit_sync=(e.get('DRUG_NBDEV_AUDIT_SYNC') or 'full').strip().lower())
+
+# %% ../nbs/00_config.ipynb #28ad77fe
+MIN_TOKEN_LENGTH = 12
+_TOKEN_NAME = re.compile(r'[A-Za-z0-9_.@-]{1,64}')
+
+def _token_entries(text: str, source: str, sep: str) -> list[tuple[str, str, str]]:
+    "(name, secret, where) for each `name:secret` entry of `text`, split on `sep`; ValueError naming a bad entry."
+    out = []
+    for n, entry in enumerate(text.split(sep), 1):
+        entry = entry.strip()
+        if not entry or entry.startswith('#'): continue
+        where = f'{source}, entry {n}'
+        name, colon, secret = entry.partition(':')
+        name, secret = name.strip(), secret.strip()
+        if not colon or not secret: raise ValueError(f'{where}: expected name:SECRET')
+        if not _TOKEN_NAME.fullmatch(name):
+            raise ValueError(f'{where}: a token name is 1–64 letters, digits or . _ @ - (got {_show(name)})')
+        out.append((name, secret, where))
+    return out
+
+def read_api_tokens(s: Settings | None = None) -> dict[str, str]:
+    "The API's bearer tokens by name, from the settings `s` (default: the environment now); ValueError when malformed."
+    s = s or get_settings()
+    entries = [('default', s.api_token.strip(), 'DRUG_NBDEV_API_TOKEN')] if s.api_token and s.api_token.strip() else []
+    if s.api_tokens: entries += _token_entries(s.api_tokens, 'DRUG_NBDEV_API_TOKENS', ',')
+    if s.api_tokens_file:
+        try: text = Path(s.api_tokens_file).read_text(encoding='utf-8')
+        except (OSError, UnicodeDecodeError) as e: raise ValueError(f'DRUG_NBDEV_API_TOKENS_FILE: cannot read {s.api_tokens_file}: {type(e).__name__}') from None
+        entries += _token_entries(text, f'DRUG_NBDEV_API_TOKENS_FILE {s.api_tokens_file}', '\n')
+    tokens = {}
+    for name, secret, where in entries:
+        if name in tokens: raise ValueError(f'{where}: the token name {name!r} is given twice')
+        if len(secret) < MIN_TOKEN_LENGTH or any(ch.isspace() for ch in secret):
+            raise ValueError(f'{where}: the secret of {name!r} must be at least {MIN_TOKEN_LENGTH} characters without blanks')
+        if secret in tokens.values(): raise ValueError(f'{where}: {name!r} has the same secret as another token')
+        tokens[name] = secret
+    return tokens
+
+
+# %% ../nbs/00_config.ipynb #ab85a36f
+def make_token_file(path: Path) -> str:
+    "A new random token, written to `path` so that only this user can read it (mode 0600, replaced atomically)."
+    token = secrets.token_urlsafe(32)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (token + '\n').encode()); os.fsync(fd)
+    finally: os.close(fd)
+    os.replace(tmp, path)
+    return token
+
+def read_token_file(path: Path) -> str:
+    "The token stored at `path`; ValueError when missing or readable by others."
+    path = Path(path)
+    try: st = path.stat()
+    except FileNotFoundError: raise ValueError(f'no token stored at {path}: start the API with `drug-nbdev serve` '
+                                               '(it makes one), or use the token you configured') from None
+    if st.st_mode & 0o077: raise ValueError(f'{path} is readable by other users (mode {st.st_mode & 0o777:o}); '
+                                            'refusing to use it — delete it and restart the server')
+    return path.read_text().strip()
+
+# %% ../nbs/00_config.ipynb #98e8c845
+LOOPBACK_NAMES = ('localhost', '127.0.0.1', '::1')
+
+def default_allowed_hosts(bind: str) -> tuple[str, ...]:
+    "The `Host` names a server listening on `bind` answers to when `DRUG_NBDEV_ALLOWED_HOSTS` is not set."
+    import ipaddress, socket
+    b = bind.strip().strip('[]').lower()
+    try: ip = ipaddress.ip_address(b)
+    except ValueError: ip = None
+    if b == 'localhost' or (ip is not None and ip.is_loopback): return LOOPBACK_NAMES
+    if ip is not None and not ip.is_unspecified: return (b,)
+    if ip is None: return (b,)
+    names = {*LOOPBACK_NAMES, socket.gethostname().lower(), socket.getfqdn().lower()}
+    try: names |= {a[4][0].lower() for a in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError: pass
+    return tuple(sorted(names))
+
+def host_allowed(host_header: str | None, allowed) -> bool:
+    "True when the `Host` header value (with or without port) is one of `allowed` ('*' allows any, '*.x' subdomains of x)."
+    if not host_header: return False
+    h = host_header.strip().lower()
+    if h.startswith('['): h = h[1:h.find(']')] if ']' in h else ''
+    elif h.count(':') == 1: h = h.split(':')[0]
+    h = h.rstrip('.')
+    for a in allowed:
+        if a == '*' or h == a or (a.startswith('*.') and h.endswith(a[1:])): return True
+    return False
+
+
+# %% ../nbs/00_config.ipynb #e3266c4a
+@dataclass(frozen=True)
+class IngestLimits:
+    "Caps one ingested file must stay within, checked before it is materialised."
+    max_bytes: int = 8 * 2**30
+    max_rows: int = 100_000_000
+    max_expansion: float = 200.0
+    chunk_rows: int = 200_000
+
+_LIMIT_VARS = {'max_bytes': 'DRUG_NBDEV_INGEST_MAX_BYTES', 'max_rows': 'DRUG_NBDEV_INGEST_MAX_ROWS',
+               'max_expansion': 'DRUG_NBDEV_INGEST_MAX_EXPANSION', 'chunk_rows': 'DRUG_NBDEV_INGEST_CHUNK_ROWS'}
+
+def ingest_limits(**overrides) -> IngestLimits:
+    "The ingest caps from the environment (see the table above), with `overrides` applied; a bad value is a ValueError."
+    vals = {}
+    for k, var in _LIMIT_VARS.items():
+        raw = overrides.get(k, os.environ.get(var) or None)
+        if raw is None: continue
+        kind = float if k == 'max_expansion' else int
+        try:
+            v = kind(str(raw).strip().replace('_', '')) if isinstance(raw, str) else kind(raw)
+            ok = math.isfinite(v) and v >= 1
+        except (TypeError, ValueError, OverflowError): ok = False
+        if not ok: raise ValueError(f'{var} must be a number of at least 1, not {_show(raw)}')
+        vals[k] = v
+    return IngestLimits(**vals)

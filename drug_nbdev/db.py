@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from .config import get_settings
 
 # %% auto #0
-__all__ = ['metadata', 'ingested_files', 'patients', 'drug_summary', 'predictions', 'get_engine']
+__all__ = ['metadata', 'ingested_files', 'patients', 'patient_sources', 'drug_summary', 'predictions', 'refresh_summary',
+           'get_engine']
 
-# %% ../nbs/02_db.ipynb #a3a7f62e
+# %% ../nbs/02_db.ipynb #ac6ede3f
 metadata = sa.MetaData()
 _in = lambda col, vals: sa.CheckConstraint(sa.column(col).in_(vals), name=f'ck_{col.lower()}')
 
@@ -23,7 +24,8 @@ ingested_files = sa.Table('ingested_files', metadata,
     sa.Column('format', sa.String(16), nullable=False),
     sa.Column('rows', sa.Integer, nullable=False),
     sa.Column('stored_path', sa.String(500), nullable=False),
-    sa.Column('ingested_at', sa.DateTime(timezone=True), nullable=False))
+    sa.Column('ingested_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('new_records', sa.Integer))
 
 patients = sa.Table('patients', metadata,
     sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
@@ -35,9 +37,14 @@ patients = sa.Table('patients', metadata,
     sa.Column('Cholesterol', sa.String(6), nullable=False),
     sa.Column('Na_to_K', sa.Float, nullable=False),
     sa.Column('Drug', sa.String(5), nullable=False),
-    sa.UniqueConstraint('file_sha256', 'row_number', name='uq_patients_file_row'),
+    sa.UniqueConstraint('Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug', name='uq_patients_record'),
     _in('Sex', ['F', 'M']), _in('BP', ['HIGH', 'LOW', 'NORMAL']), _in('Cholesterol', ['HIGH', 'NORMAL']),
     _in('Drug', ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']))
+
+patient_sources = sa.Table('patient_sources', metadata,      # no key of its own: a file is ingested once, so (file, row) is unique
+    sa.Column('file_sha256', sa.String(64), sa.ForeignKey('ingested_files.sha256'), nullable=False),
+    sa.Column('row_number', sa.Integer, nullable=False),
+    sa.Column('patient_id', sa.Integer, sa.ForeignKey('patients.id'), nullable=False))
 
 drug_summary = sa.Table('drug_summary', metadata,
     *[sa.Column(c, sa.String(6), primary_key=True) for c in ('Drug', 'Sex', 'BP', 'Cholesterol')],
@@ -52,9 +59,35 @@ predictions = sa.Table('predictions', metadata,
     sa.Column('channel', sa.String(16), nullable=False),
     sa.Column('model_version', sa.String(64), nullable=False),
     sa.Column('input', sa.Text, nullable=False),
-    sa.Column('output', sa.Text, nullable=False))
+    sa.Column('output', sa.Text, nullable=False),
+    sa.Column('caller', sa.String(64), nullable=True))   # the API token's name (never the secret); NULL without one
 
-# %% ../nbs/02_db.ipynb #34645efc
+# %% ../nbs/02_db.ipynb #796cabc7
+_RECORD = ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug']
+
+def refresh_summary(conn) -> None:
+    "Recompute `drug_summary` from `patients` (inside the caller's transaction)."
+    p, keys = patients.c, ('Drug', 'Sex', 'BP', 'Cholesterol')
+    agg = sa.select(*[p[k] for k in keys], sa.func.count().label('n'),
+                    sa.cast(sa.func.avg(p.Age), sa.Float), sa.func.min(p.Age), sa.func.max(p.Age),
+                    sa.cast(sa.func.avg(p.Na_to_K), sa.Float), sa.func.min(p.Na_to_K), sa.func.max(p.Na_to_K)
+                    ).group_by(*[p[k] for k in keys])
+    conn.execute(drug_summary.delete())
+    conn.execute(drug_summary.insert().from_select([c.name for c in drug_summary.columns], agg))
+
+def _migrate_to_distinct(conn) -> None:
+    "Upgrade a database whose `patients` held one row per file row: provenance out, duplicates removed, summary redone."
+    q = lambda c: conn.dialect.identifier_preparer.quote(c)
+    rec, on = ', '.join(map(q, _RECORD)), ' AND '.join(f'p.{q(c)} = k.{q(c)}' for c in _RECORD)
+    conn.execute(sa.text(f'INSERT INTO patient_sources (file_sha256, row_number, patient_id) SELECT p.file_sha256, p.row_number, k.id '
+                         f'FROM patients p JOIN (SELECT MIN(id) AS id, {rec} FROM patients GROUP BY {rec}) k ON {on}'))
+    conn.execute(sa.text(f'DELETE FROM patients WHERE id NOT IN (SELECT MIN(id) FROM patients GROUP BY {rec})'))
+    conn.execute(sa.text(f'CREATE UNIQUE INDEX uq_patients_record ON patients ({rec})'))
+    if 'new_records' not in {c['name'] for c in sa.inspect(conn).get_columns('ingested_files')}:
+        conn.execute(sa.text('ALTER TABLE ingested_files ADD COLUMN new_records INTEGER'))
+    refresh_summary(conn)
+
+# %% ../nbs/02_db.ipynb #744ceee0
 def _sqlite_pragmas(dbapi_conn, _):
     cur = dbapi_conn.cursor(); cur.execute('PRAGMA foreign_keys=ON'); cur.close()
 
@@ -72,7 +105,9 @@ def get_engine(url: str | None = None) -> sa.Engine:
         try:
             with engine.begin() as conn:
                 if engine.dialect.name == 'postgresql': conn.execute(sa.text('SELECT pg_advisory_xact_lock(720200)'))
+                before = set(sa.inspect(conn).get_table_names())
                 metadata.create_all(conn)
+                if 'patients' in before and 'patient_sources' not in before: _migrate_to_distinct(conn)
             return engine
         except sa.exc.DBAPIError:
             if attempt == 4: raise

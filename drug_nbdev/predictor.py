@@ -12,7 +12,7 @@ from .config import FEATURES, NUMERIC, EXAMPLE_PATIENT, validate_frame, validate
 from .db import get_engine
 from .registry import load_model, current_version
 from .explain import tree_shap, contributions, factors_from
-from .audit import AuditLog
+from .audit import AuditLog, AuditError
 
 # %% auto #0
 __all__ = ['Predictor']
@@ -95,19 +95,19 @@ class Predictor:
     @property
     def model(self): return self._served.model
 
-    def predict(self, record: dict, channel: str = 'api') -> dict:
-        "One patient's prediction: prediction, probabilities, model_version, warnings, explanation, patient_data."
+    def predict(self, record: dict, channel: str = 'api', caller: str | None = None) -> dict:
+        "One patient's prediction (prediction, probabilities, model_version, warnings, explanation, patient_data), once audited."
         rec = validate_record(record)
         self._follow()
         s = self._served
         pred, proba, factors = s.answer(tuple(rec[c] for c in FEATURES))
         out = dict(prediction=pred, probabilities=proba, model_version=s.version, warnings=s.warnings(rec),
                    explanation=factors, patient_data=rec)
-        if self.audit is not None: self.audit.log(channel, s.version, rec, out)  # the canonical record: five fields JSON can carry
+        if self.audit is not None: self.audit.record(channel, s.version, rec, out, caller)  # committed before we answer; AuditError otherwise
         return out
 
     def predict_frame(self, df: pd.DataFrame, channel: str = 'batch', source: str = 'input',
-                      validated: bool = False) -> pd.DataFrame:
+                      validated: bool = False, caller: str | None = None) -> pd.DataFrame:
         "Predictions for a table of patients: `prediction` and one `proba_<drug>` column per drug, on `df`'s index."
         X = df if validated else validate_frame(df, source=source, target=None, extra='keep')
         self._follow()
@@ -115,10 +115,7 @@ class Predictor:
         proba = np.asarray(s.model.predict_proba(X[FEATURES]), dtype=float)
         out = pd.DataFrame(proba, columns=[f'proba_{d}' for d in s.classes], index=df.index)
         out.insert(0, 'prediction', pd.Series(np.asarray(s.classes, dtype=object)[proba.argmax(axis=1)], index=df.index, dtype='str'))
-        if self.audit is not None:
-            ins = X[FEATURES].to_dict(orient='records')
-            outs = out.to_dict(orient='records')
-            self.audit.log_many(channel, s.version, ins, outs)
+        if self.audit is not None: self.audit.record_frame(channel, s.version, X, out, caller)  # committed before we answer
         return out
 
     def info(self) -> dict:
@@ -132,5 +129,5 @@ class Predictor:
                     input_ranges=m.meta.get('input_ranges', {}), trained_at=m.meta.get('trained_at'))
 
     def close(self) -> None:
-        "Write the queued audit rows and stop the writer."
+        "Stop the audit writer."
         if self.audit is not None: self.audit.close()

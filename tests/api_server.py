@@ -37,14 +37,15 @@ class ApiServer:
         return {'Authorization': f'Bearer {self.token}'} if self.token else {}
 
 
-def api_env(home: Path, token: str | None) -> dict:
-    return project_env(home, PYTHONUNBUFFERED='1', **({'DRUG_NBDEV_API_TOKEN': token} if token else {}))
+def api_env(home: Path, token: str | None, **extra) -> dict:
+    return project_env(home, PYTHONUNBUFFERED='1', **({'DRUG_NBDEV_API_TOKEN': token} if token else {}), **extra)
 
 
-def start_api(token: str | None = None):
-    "Generator for a fixture: yields a running ApiServer, stops it and removes its folder afterwards."
+def start_api(token: str | None = None, **extra_env):
+    """Generator for a fixture: yields a running ApiServer, stops it and removes its folder afterwards.
+    Without `token` the server makes one itself; `ApiServer.token` is then the one `drug-nbdev token` prints."""
     home = Path(tempfile.mkdtemp(prefix='drug_api_'))
-    env = api_env(home, token)
+    env = api_env(home, token, **extra_env)
     proc = None
     try:
         r = subprocess.run([PY, '-c', SETUP], env=env, cwd=home, capture_output=True, text=True, timeout=300)
@@ -58,6 +59,10 @@ def start_api(token: str | None = None):
         url = f'http://127.0.0.1:{port}'
         end = time.monotonic() + 30
         while httpx.get(f'{url}/health').status_code != 200 and time.monotonic() < end: time.sleep(0.1)
+        if token is None:
+            r = subprocess.run([str(Path(PY).parent/'drug-nbdev'), 'token'], env=env, cwd=home, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            token = r.stdout.strip()
         yield ApiServer(url=url, home=home, env=env, token=token, first_version=first, proc=proc)
     finally:
         if proc is not None: stop(proc, grace=10)

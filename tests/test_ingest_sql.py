@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from drug_nbdev import ingest
 from drug_nbdev.config import COLUMNS, DTYPES, validate_frame
 from drug_nbdev.store import LocalStore
-from drug_nbdev.db import get_engine, ingested_files, patients, drug_summary
-from drug_nbdev.ingest import ingest_paths, ingest_main, load_patients, load_summary
+from drug_nbdev.db import get_engine, ingested_files, patients, patient_sources, drug_summary
+from drug_nbdev.ingest import ingest_paths, ingest_main, load_patients, load_summary, load_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV, SAMPLES = ROOT/'data'/'drug200.csv', ROOT/'data'/'samples'
@@ -55,10 +55,10 @@ def test_ingest_then_duplicate(env, tmp_path):
     res = ingest_paths([CSV, tmp_path/'renamed.txt', SAMPLES/'drug200.h5'], store, engine)
     assert [r.status for r in res] == ['accepted', 'duplicate', 'accepted']
     assert res[0].sha256 == res[1].sha256 == hashlib.sha256(CSV.read_bytes()).hexdigest()
-    assert counts(engine)[:2] == (2, 400)
+    assert counts(engine)[:2] == (2, 200)                 # the HDF5 file carries the same 200 records
     pts = load_patients(engine)
     assert list(pts.columns) == COLUMNS and {c: str(t) for c, t in pts.dtypes.items()} == DTYPES
-    pd.testing.assert_frame_equal(pts.iloc[:200].reset_index(drop=True), validate_frame(pd.read_csv(CSV)))
+    pd.testing.assert_frame_equal(pts, validate_frame(pd.read_csv(CSV)))
     with engine.connect() as c:
         row = c.execute(sa.select(ingested_files).where(ingested_files.c.sha256 == res[0].sha256)).one()
     assert (row.name, row.format, row.rows, row.stored_path) == ('drug200.csv', 'csv', 200, f'raw/drug200/{res[0].sha256}.csv')
@@ -89,14 +89,16 @@ def test_rejected_files_leave_db_and_raw_unchanged(env, tmp_path):
     assert 'cut.parquet: unreadable Parquet file' in res[2].message
     assert "rows.csv: 1 invalid row(s): row 4, column Na_to_K: '-7.798' is outside (0, 100]" in res[3].message
     assert counts(engine) == before and store.list('raw/') == raw
-    assert store.list('quarantine/') == sorted(r.stored_path for r in res)
+    # only tables of patients (the six columns) with bad rows are kept in quarantine; unreadable bytes never are
+    assert [bool(r.stored_path) for r in res] == [False, True, False, True]
+    assert store.list('quarantine/') == sorted(r.stored_path for r in res if r.stored_path)
 
 
 def test_drug_summary_matches_pandas(env, tmp_path):
     engine, store = env
     df = pd.read_csv(CSV)
-    df.sample(37, random_state=3).to_parquet(tmp_path/'extra.parquet')
-    ingest_paths([CSV, tmp_path/'extra.parquet'], store, engine)
+    df.sample(37, random_state=3).assign(Na_to_K=lambda d: d.Na_to_K + 0.0005).to_parquet(tmp_path/'extra.parquet')
+    ingest_paths([CSV, tmp_path/'extra.parquet', SAMPLES/'drug200.feather'], store, engine)   # the summary grows file by file
     pts = load_patients(engine)
     assert len(pts) == 237
     got, want = load_summary(engine), expected_summary(pts)
@@ -110,20 +112,21 @@ def test_failure_between_upload_and_commit_rolls_back(env, monkeypatch):
     ingest_paths(SAMPLES/'drug200.feather', store, engine)
     before = counts(engine)
     summary_before = load_summary(engine)
-    real = ingest._refresh_summary
-    def fail_after_summary(conn):                 # everything of the file is written, then the commit never comes
-        real(conn)
+    real = ingest._add_to_summary
+    def fail_after_summary(conn, sha):            # everything of the file is written, then the commit never comes
+        real(conn, sha)
         raise RuntimeError('connection lost before commit')
-    monkeypatch.setattr(ingest, '_refresh_summary', fail_after_summary)
+    monkeypatch.setattr(ingest, '_add_to_summary', fail_after_summary)
     res = ingest_paths(CSV, store, engine)[0]
     assert res.status == 'error' and 'connection lost before commit' in res.message
     assert store.exists(res.stored_path)          # the upload happened: an orphan blob is allowed
     assert counts(engine) == before
     pd.testing.assert_frame_equal(load_summary(engine), summary_before)
-    monkeypatch.setattr(ingest, '_refresh_summary', real)
+    monkeypatch.setattr(ingest, '_add_to_summary', real)
     retry = ingest_paths(CSV, store, engine)[0]
     assert retry.status == 'accepted' and retry.stored_path == res.stored_path
-    assert counts(engine)[:2] == (before[0] + 1, before[1] + 200)
+    assert (retry.rows, retry.new_records) == (200, 0)    # the Feather file brought the same records
+    assert counts(engine)[:2] == (before[0] + 1, before[1])
     assert ingest_paths(CSV, store, engine)[0].status == 'duplicate'
     assert len(store.list('raw/')) == 2
 
@@ -170,8 +173,76 @@ def test_ingest_main_uses_the_environment(db_url, tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith('accepted') and out[2].startswith('skipped (duplicate)')
     assert 'bad.csv: missing column(s): BP, Cholesterol, Na_to_K, Drug' in out[3]
-    assert out[-1] == 'ingest: 2 file(s): 0 accepted (0 rows), 1 skipped as duplicate, 1 rejected, 0 failed'
+    assert out[-1] == 'ingest: 2 file(s): 0 accepted (0 rows, 0 new records), 1 skipped as duplicate, 1 rejected, 0 failed'
     assert len(LocalStore(tmp_path/'envlake').list('raw/')) == 1
     engine = get_engine(db_url)
     assert len(load_patients(engine)) == 200
     engine.dispose()
+
+
+def test_same_records_in_four_formats_are_stored_once(env, tmp_path):
+    "drug200.csv and the same records as Parquet, Feather and HDF5: 200 patients with their provenance, not 800."
+    engine, store = env
+    res = ingest_paths([CSV, SAMPLES], store, engine)
+    assert [r.status for r in res] == ['accepted'] * 4 and [r.new_records for r in res] == [200, 0, 0, 0]
+    assert counts(engine)[:2] == (4, 200)
+    pts = load_patients(engine)
+    assert len(pts) == 200 and not pts.duplicated().any()          # what training reads: no record twice
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(patient_sources)).scalar() == 800
+        per_record = c.execute(sa.select(sa.func.count(sa.distinct(patient_sources.c.file_sha256)))
+                               .group_by(patient_sources.c.patient_id)).scalars().all()
+    assert set(per_record) == {4}
+    assert load_sources(engine).duplicate_rows.tolist() == [0, 200, 200, 200]
+    assert load_summary(engine).n.sum() == 200
+
+
+def _concurrent(url, lake, path, barrier, out):
+    "One of two processes ingesting different files; both have staged their rows before either merges."
+    real = ingest.Staging.commit
+    def commit_together(self, *a, **k):
+        barrier.wait(60)
+        return real(self, *a, **k)
+    ingest.Staging.commit = commit_together
+    try:
+        r = ingest.ingest_file(path, LocalStore(lake), get_engine(url))
+        out.put((str(path), r.status, r.message))
+    except BaseException as e: out.put((str(path), 'crash', repr(e)))
+
+
+def test_concurrent_ingests_of_different_files(db_url, tmp_path):
+    "Two processes merging different files at the same moment both succeed (main: UniqueViolation on drug_summary)."
+    df = pd.read_csv(CSV)
+    a, b = tmp_path/'a.csv', tmp_path/'b.parquet'
+    df.iloc[:120].to_csv(a, index=False)
+    df.iloc[80:].assign(Na_to_K=lambda d: d.Na_to_K.where(d.index < 120, d.Na_to_K + 0.0005)).to_parquet(b)  # 40 shared records
+    get_engine(db_url).dispose()
+    ctx = mp.get_context('fork')
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_concurrent, args=(db_url, tmp_path/'lake', p, barrier, out)) for p in (a, b)]
+    for p in procs: p.start()
+    try: results = sorted(out.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive(): p.kill()
+    assert [s for _, s, _ in results] == ['accepted', 'accepted'], results
+    engine = get_engine(db_url)
+    pts = load_patients(engine)
+    assert len(pts) == 200 and not pts.duplicated().any()
+    assert counts(engine)[:2] == (2, 200)
+    got, want = load_summary(engine), expected_summary(pts)
+    assert got[KEYS + ['n', 'age_min', 'age_max']].values.tolist() == want[KEYS + ['n', 'age_min', 'age_max']].values.tolist()
+    pd.testing.assert_frame_equal(got[['age_mean', 'na_to_k_mean']], want[['age_mean', 'na_to_k_mean']], check_dtype=False)
+    engine.dispose()
+
+
+def test_bad_last_chunk_leaves_nothing(env, tmp_path):
+    "A file whose last chunk breaks the contract leaves no row, even though its first chunks were staged."
+    engine, store = env
+    from drug_nbdev.config import IngestLimits
+    df = pd.read_csv(CSV)
+    pd.concat([df, df.tail(1).assign(BP='VERY HIGH')]).to_csv(tmp_path/'tail.csv', index=False)
+    r = ingest_paths(tmp_path/'tail.csv', store, engine, limits=IngestLimits(chunk_rows=40))[0]
+    assert r.status == 'rejected' and "row 201, column BP: 'VERY HIGH'" in r.message
+    assert counts(engine) == (0, 0, 0) and store.list('raw/') == []

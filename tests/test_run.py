@@ -106,3 +106,56 @@ def test_cli_refuses_unknown_and_ill_typed_parameters_before_running(home):
     r = subprocess.run([str(exe), 'run', '--only', 'ingest,serve'], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 2 and 'unknown stage(s): serve' in r.stderr
     assert not (home/'reports').exists() or not any((home/'reports').iterdir())
+
+
+def test_cli_refuses_values_that_would_become_code(home):
+    """A parameters file whose values papermill would write as code (issue 8.2) exits 2 with one clear line,
+    before any notebook starts: nothing runs, no payload executes, no report folder is made."""
+    exe = Path(sys.executable).parent/'drug-nbdev'
+    marker = home/'payload-ran'
+    payload = f'x"+str(__import__("pathlib").Path("{marker}").touch())+"'
+    cases = [  # file text, what the message must say
+        (f"paths: [!!set {{'{payload}': null}}]\n", "YAML type 'set' is not accepted"),   # a list default: passed the old type check
+        ('paths: [!!binary aGk=]\n', "YAML type 'binary' is not accepted"),
+        ('paths: [2024-01-01]\n', "YAML type 'timestamp' is not accepted (quote it"),
+        ("paths: [!!python/object/apply:os.system ['touch " + str(marker) + "']]\n", "python/object/apply:os.system"),
+        ('paths: &a [x]\ndataset: *a\n', 'aliases (*a) are not accepted'),
+    ]
+    for text, says in cases:
+        f = home/'hostile.yaml'
+        f.write_text(text)
+        r = subprocess.run([str(exe), 'run', '--params', str(f), '--only', 'ingest'],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 2, (text, r.returncode, r.stderr)
+        assert says in r.stderr and str(f) in r.stderr, (says, r.stderr)
+        assert 'Traceback' not in r.stderr and r.stdout == '', r.stderr
+    r = subprocess.run([str(exe), 'run', '--only', 'ingest', '-p', f"paths=[!!set {{'{payload}': null}}]"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 2 and "-p paths: not accepted" in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not marker.exists()
+    assert not (home/'reports').exists() or not any((home/'reports').iterdir())
+
+
+def test_accepted_values_reach_the_notebook_as_the_same_literals():
+    """Every value the checker accepts is written by papermill's own translator as a plain literal that
+    parses back (ast.literal_eval) to the value given — strings with quotes, backslashes, newlines,
+    NULs and any Unicode; deep lists and maps; extreme numbers (hypothesis draws them)."""
+    import ast, keyword
+    from hypothesis import given, settings, strategies as st, HealthCheck
+    from papermill.translators import PythonTranslator
+    from drug_nbdev.run import check_value, check_codified
+    leaf = (st.none() | st.booleans() | st.integers(min_value=-10**300, max_value=10**300)
+            | st.floats(allow_nan=False, allow_infinity=False) | st.text())
+    value = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                         max_leaves=20)
+    names = st.from_regex(r'[a-z_][a-z0-9_]{0,10}', fullmatch=True).filter(lambda s: s.isidentifier() and not keyword.iskeyword(s))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(names, value, min_size=1, max_size=4))
+    def roundtrip(params):
+        for k, v in params.items(): check_value(v, k)
+        check_codified(params)                                        # raises if anything differs
+        cell = PythonTranslator.codify(params)
+        got = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell).body}
+        assert repr(got) == repr(params)
+    roundtrip()

@@ -1,35 +1,32 @@
-"""Property-based tests from the live server's OpenAPI document: whatever schemathesis sends — valid,
-boundary or malformed — the API never answers with a 5xx.
+"""`schemathesis run --checks all` against the live server: the OpenAPI document is the contract.
 
-The server runs with a token, so generated `/retrain` requests stop at the 401 check and no
-training is started (keeping the run short); the token path itself is covered in test_api.py.
-(schemathesis' `from_fixture` lazy mode breaks on pytest 9 — `Function._nodeid` — so the test
-walks the operations itself and runs one hypothesis search per operation.)
+Every check schemathesis has (status codes, content types, response schemas, negative data rejected,
+positive data accepted, authentication not ignored, no 5xx…) runs against a real uvicorn server
+(api_server.py) with the bearer token given, so valid `/retrain` requests really start (small) jobs.
+The one documented exception, in tests/schemathesis.toml: `/query` may answer 422 (`missing`) to a
+schema-valid text that names no patient, and `/retrain` answers 409 while a job runs.
 """
-import pytest, schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
-from api_server import start_api
+import subprocess
+from pathlib import Path
+import pytest
+from api_server import PY, start_api
 
-MAX_EXAMPLES = 30   # per operation
+TOKEN = 'schemathesis-token-0c1d'
+HERE = Path(__file__).resolve().parent
+MAX_EXAMPLES = 25   # per operation and phase
 
 
 @pytest.fixture(scope='module')
 def api():
-    yield from start_api(token='schemathesis-token')
+    yield from start_api(token=TOKEN)
 
 
-def test_no_server_errors(api):
-    schema = schemathesis.openapi.from_url(f'{api.url}/openapi.json')
-    operations = [r.ok() for r in schema.get_all_operations()]
-    seen = {f'{op.method.upper()} {op.path}' for op in operations}
-    assert {'POST /predict', 'POST /predict/batch', 'POST /query', 'POST /retrain', 'GET /model/info'} <= seen, seen
-    failures = {}
-    for op in operations:
-        @given(case=op.as_strategy())
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case):
-            case.call_and_validate(checks=[not_a_server_error])
-        try: check()
-        except Exception as e: failures[f'{op.method.upper()} {op.path}'] = str(e)[:2000]
-    assert not failures, '\n\n'.join(f'{k}:\n{v}' for k, v in failures.items())
+def test_schemathesis_checks_all(api):
+    exe = str(Path(PY).parent/'schemathesis')
+    r = subprocess.run([exe, '--no-color', '--config-file', str(HERE/'schemathesis.toml'), 'run', f'{api.url}/openapi.json',
+                        '--checks', 'all', '-H', f'Authorization: Bearer {TOKEN}', '--max-examples', str(MAX_EXAMPLES),
+                        '--workers', '1', '--suppress-health-check', 'all', '--request-timeout', '30', '--seed', '1'],
+                       capture_output=True, text=True, timeout=900, cwd=api.home, env=api.env)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-12000:]
+    assert 'No issues found' in out or 'passed' in out, out[-3000:]

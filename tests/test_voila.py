@@ -51,11 +51,11 @@ def voila(registry):
     "URL of Voila serving nbs/15_form.ipynb on 127.0.0.1:<free port>, stopped (whole process group) at teardown."
     if not VOILA.exists(): pytest.fail(f'{VOILA} is missing: install the dev requirements (make install)')
     port = free_port()
-    env = dict(registry)                           # no IN_TEST: the app runs as clinicians get it
+    env = {**registry, 'DRUG_NBDEV_ALLOWED_HOSTS': 'form.ward.example'}   # no IN_TEST: the app runs as clinicians get it
     log = tempfile.TemporaryFile()
-    # as `make app` starts it: the settings (loopback, sources and prose stripped, preheated kernel, no
-    # files served) come from voila.json in the repo root, which Voila reads from its working directory
-    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'15_form.ipynb'), f'--port={port}'],
+    # as `make app` (and the image) start it: `drug-nbdev form`; the settings (loopback, sources and prose stripped,
+    # preheated kernel, no files served) come from voila.json in the repo root, read from the working directory
+    proc = subprocess.Popen([str(VOILA.parent/'drug-nbdev'), 'form', str(ROOT/'nbs'/'15_form.ipynb'), '--port', str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     def output():
         log.seek(0)
@@ -187,3 +187,81 @@ def test_answers_are_audited_with_their_channel(page, registry):
             time.sleep(0.3)
     finally: engine.dispose()
     assert channels.count('form') == 1 and channels.count('query') == 1, channels   # the refused inputs are not predictions
+
+
+# ---- limits (issue 8.11): a second Voila, as `make app` starts it, with a small cap and quick culling
+
+def _kernels(pid: int) -> int:
+    "Kernel processes under the Voila process `pid`."
+    import psutil
+    return sum('ipykernel' in ' '.join(c.cmdline()) for c in psutil.Process(pid).children(recursive=True)
+               if c.is_running() and c.status() != psutil.STATUS_ZOMBIE)
+
+
+def _get(port: int, host: str, timeout: float = 120):
+    import http.client
+    c = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        c.request('GET', '/', headers={'Host': host})
+        r = c.getresponse()
+        return r.status, r.read().decode(errors='replace')
+    finally: c.close()
+
+
+def test_form_answers_its_configured_host_names_only(voila):
+    "`drug-nbdev form` adds DRUG_NBDEV_ALLOWED_HOSTS to Voila's host check (a container is reached by its public name)."
+    url, output = voila
+    port = int(url.rstrip('/').rsplit(':', 1)[1])
+    assert _get(port, f'form.ward.example:{port}')[0] == 200, output()
+    for host in ('evil.example', f'ward.example:{port}', f'form.ward.example.evil.test:{port}'):
+        assert _get(port, host)[0] == 403, (host, output())
+
+
+def test_voila_limits_kernels_culls_idle_ones_and_checks_the_host(registry):
+    """voila.json's settings, with the cap lowered to 2 and culling to seconds: a foreign Host header is refused
+    before any kernel starts; page loads beyond the cap get 503; idle kernels are culled, after which a page loads again."""
+    import json
+    cfg = json.loads((ROOT/'voila.json').read_text())
+    assert cfg['Voila']['ip'] == '127.0.0.1' and cfg['Voila']['tornado_settings']['allow_remote_access'] is False
+    assert cfg['VoilaConfiguration']['multi_kernel_manager_class'] == 'drug_nbdev.form_server.CappedKernelManager'
+    mkm = cfg['MappingKernelManager']
+    assert 0 < mkm['cull_idle_timeout'] <= 3600 and mkm['cull_connected'] is True and cfg['CappedKernelManager']['max_kernels'] >= 1
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'15_form.ipynb'), f'--port={port}',
+                             '--CappedKernelManager.max_kernels=2', '--MappingKernelManager.cull_idle_timeout=5',
+                             '--MappingKernelManager.cull_interval=1'],
+                            cwd=ROOT, env=dict(registry), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def output():
+        log.seek(0); return log.read().decode(errors='replace')[-4000:]
+    try:
+        end = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, output()
+            try:
+                with socket.create_connection(('127.0.0.1', port), timeout=0.5): break
+            except OSError:
+                assert time.monotonic() < end, output(); time.sleep(0.2)
+        while _kernels(proc.pid) < 1 and time.monotonic() < end: time.sleep(0.2)    # the pre-heated spare
+        n0 = _kernels(proc.pid)
+        for host in ('evil.example', f'evil.example:{port}', f'attacker.test:{port}', f'10.0.0.1:{port}'):
+            status, _ = _get(port, host)
+            assert status == 403, (host, status)
+        time.sleep(1)
+        assert _kernels(proc.pid) == n0 == 1, (n0, output())                           # no kernel for a refused host
+        statuses = [_get(port, f'localhost:{port}')[0] for _ in range(3)] + [_get(port, f'127.0.0.1:{port}')[0]]
+        assert statuses[0] == 200, (statuses, output())
+        assert 503 in statuses, (statuses, output())
+        time.sleep(2)
+        assert _kernels(proc.pid) <= 2, output()
+        end = time.monotonic() + 60                                                     # idle kernels are culled
+        while _kernels(proc.pid) >= 2 and time.monotonic() < end: time.sleep(0.5)
+        assert _kernels(proc.pid) < 2, output()
+        status, body = _get(port, f'localhost:{port}')
+        assert status == 200 and 'Traceback' not in body, (status, output())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try: proc.wait(10)
+            except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait(10)
+        log.close()
