@@ -34,7 +34,8 @@ def run_once(home: Path, env: dict, only: str | None) -> dict:
     runs = sorted(p for p in (home/'reports').glob('*-*') if p.is_dir() and p.name not in before)
     rec = json.loads((runs[-1]/'run.json').read_text())
     return dict(wall=wall, cpu=usage.ru_utime + usage.ru_stime,
-                stages={s: st.get('duration_s') for s, st in rec['stages'].items()})
+                stages={s: st.get('duration_s') for s, st in rec['stages'].items()},
+                stage_cpu={s: st.get('cpu_s') for s, st in rec['stages'].items()})
 
 
 def main():
@@ -54,6 +55,8 @@ def main():
             l0 = load()
             r = run_once(home, env, a.only)
             print(f'run {i + 1}: ' + '  '.join(f'{s} {t:.1f}s' for s, t in r['stages'].items()))
+            if all(v is not None for v in r['stage_cpu'].values()):   # older runners do not record it
+                print('  cpu:  ' + '  '.join(f'{s} {t:.1f}s' for s, t in r['stage_cpu'].items()))
             print(f'        stages {sum(r["stages"].values()):.1f}s  wall {r["wall"]:.1f}s  '
                   f'cpu (user+sys) {r["cpu"]:.1f}s  load before {l0}  after {load()}  (cores: {os.cpu_count()})')
     finally:

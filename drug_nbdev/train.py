@@ -311,7 +311,7 @@ def _best_params(est) -> dict:
     return {}
 
 def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = False, smote: bool = False, seed: int = 0,
-                 cv_folds: int = 5, cv_repeats: int = 5, test_size: float = 0.2, tune: bool = True, promote: bool = True,
+                 cv_folds: int = 5, cv_repeats: int = 3, test_size: float = 0.2, tune: bool = True, promote: bool = True,
                  models_dir=None, quick: bool = False, uri: str | None = None, n_jobs: int | None = None) -> TrainResult:
     "Cross-validate the candidates, pick the champion, test it on the held-out split, register it, gate it and log to MLflow."
     names = list(CANDIDATES) if model == 'all' else [model]
