@@ -42,7 +42,7 @@ WORKDIR /app/form
 EXPOSE 8866
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8866/voila/static/voila.js', timeout=4)"]
-CMD ["voila", "15_form.ipynb", "--Voila.ip=0.0.0.0", "--port=8866", "--no-browser"]
+CMD ["drug-nbdev", "form", "15_form.ipynb", "--host", "0.0.0.0", "--port", "8866"]
 
 # ---- the REST API on 8000 (last, so a plain `docker build .` gives it) ----
 FROM runtime AS api

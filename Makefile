@@ -73,13 +73,15 @@ serve: install ## serve the REST API on $(HOST):$(PORT) (docs at /docs)
 	$(BIN)/drug-nbdev serve --host $(HOST) --port $(PORT)
 
 app: install ## serve the Voila form for clinicians on 127.0.0.1:$(APP_PORT)
-	$(BIN)/voila nbs/15_form.ipynb --port=$(APP_PORT)   # settings in voila.json: loopback, no code or prose, preheated
+	$(BIN)/drug-nbdev form nbs/15_form.ipynb --port $(APP_PORT)   # settings in voila.json: loopback, no code or prose, preheated
 
-bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, API latency and throughput, streaming ingest of 1 M and 10 M rows
+bench: install ## print the benchmarks' numbers: batch scoring of 1 M rows, 8 x 1 M rows on a 2-worker Dask cluster, API latency and throughput, streaming ingest of 1 M and 10 M rows, the pipeline's stage times
 	$(BIN)/python bench/bench_predict.py
+	$(BIN)/python bench/bench_dask.py
 	$(BIN)/python bench/bench_api.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_query.py
+	$(BIN)/python bench/bench_pipeline.py
 
 monitor: install ## drift report on the last $(DAYS) days of audited predictions -> reports/monitoring/<stamp>/ (exit 3 on drift)
 	$(BIN)/drug-nbdev monitor --since $(DAYS)
@@ -99,6 +101,6 @@ down: ## stop and remove the stack of compose.yaml (volumes are kept)
 
 clean: ## remove the venv, caches and everything the pipeline generated (keeps data/drug200.csv)
 	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache _proc
-	rm -rf data/lake data/*.db mlruns models preds.*
+	rm -rf data/lake data/*.db mlruns models cache preds.*
 	find reports -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

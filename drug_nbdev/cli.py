@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_cli.ipynb #5c630813
 from __future__ import annotations
-import argparse, sys
+import argparse, os, sys
 
 # %% auto #0
 __all__ = ['build_parser', 'main']
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('paths', nargs='+', metavar='PATH', help='files or folders (searched recursively)')
     s.add_argument('--dataset', default='drug200', help='dataset name, the folder under raw/ in the store (default: drug200)')
     s.add_argument('--key', default=None, help='HDF5 key to read when a file holds several')
+    s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='validate and store the files on the workers of the Dask '
+                   'cluster at ADDRESS (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
     s = sub.add_parser('run', help='execute the stage notebooks with papermill and write reports/')
     s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid (YAML, or JSON for *.json)')
     s.add_argument('-p', '--param', action='append', default=[], dest='overrides', metavar='NAME=VALUE',
@@ -36,15 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--only', default=None, metavar='STAGES', help='comma-separated stages, e.g. ingest,train')
     s.add_argument('--jobs', type=_bounded_int(1, 64), default=1, metavar='N', help='runs in parallel (default 1)')
     s = sub.add_parser('predict', help='score a file in batch; writes the validated features, other input columns, the prediction and one probability column per drug')
-    s.add_argument('inp', metavar='IN', help='input file: CSV, Parquet, Feather or HDF5')
-    s.add_argument('--out', required=True, metavar='OUT', help='output file, .csv or .parquet')
+    s.add_argument('inp', metavar='IN', help='what to score: a file (CSV, Parquet, Feather or HDF5), a folder, a glob, '
+                   'or an abfs://container/path URL (read with the blob store\'s credentials)')
+    s.add_argument('--out', required=True, metavar='OUT', help='output: a .csv or .parquet file, or a folder for a Parquet dataset (a file per partition)')
     s.add_argument('--model', default=None, metavar='VERSION', help='registered version (default: current)')
     s.add_argument('--chunksize', type=_bounded_int(1), default=100_000, metavar='N', help='rows per chunk (default 100000)')
+    s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='score on the Dask cluster at ADDRESS, e.g. '
+                   'tcp://10.0.0.5:8786 (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
     s = sub.add_parser('serve', help='serve the REST API (docs at /docs)')
     s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1); beyond loopback needs configured API tokens')
     s.add_argument('--port', type=_bounded_int(1, 65535), default=8000, help='port (default 8000)')
     s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to '
                    '(default: DRUG_NBDEV_ALLOWED_HOSTS, else the names of --host)')
+    s = sub.add_parser('form', help="serve the clinicians' Voila form (settings from voila.json in the working folder)")
+    s.add_argument('notebook', nargs='?', default='nbs/15_form.ipynb', help='the form notebook (default nbs/15_form.ipynb)')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1)')
+    s.add_argument('--port', type=_bounded_int(1, 65535), default=8866, help='port (default 8866)')
+    s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to besides '
+                   'loopback (default: DRUG_NBDEV_ALLOWED_HOSTS)')
     sub.add_parser('token', help='print the API token `serve` made when none was configured (for scripts: '
                    'curl -H "Authorization: Bearer $(drug-nbdev token)" …)')
     sub.add_parser('models', help='list registered model versions and their metrics')
@@ -60,8 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/18_cli.ipynb #25643bae
+def _scheduler(a) -> str | None:
+    "The Dask scheduler to use: --scheduler, else DASK_SCHEDULER_ADDRESS, else none (this process)."
+    return a.scheduler or os.environ.get('DASK_SCHEDULER_ADDRESS') or None
+
 def _dispatch(a) -> int:
     if a.command == 'ingest':
+        if _scheduler(a):
+            from drug_nbdev.distributed import ingest_cluster_main
+            return ingest_cluster_main(a.paths, _scheduler(a), dataset=a.dataset, key=a.key)
         from drug_nbdev.ingest import ingest_main
         return ingest_main(a.paths, dataset=a.dataset, key=a.key)
     if a.command == 'run':
@@ -69,11 +87,15 @@ def _dispatch(a) -> int:
         return run_main(params=a.params, only=a.only, jobs=a.jobs, overrides=a.overrides)
     if a.command == 'predict':
         from drug_nbdev.batch import predict_main
-        return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize)
+        return predict_main(a.inp, a.out, model=a.model, chunksize=a.chunksize, scheduler=_scheduler(a))
     if a.command == 'serve':
         from drug_nbdev.api import serve_main
         hosts = tuple(h.strip().lower() for h in a.allowed_hosts.split(',') if h.strip()) if a.allowed_hosts else None
         return serve_main(host=a.host, port=a.port, allowed_hosts=hosts)
+    if a.command == 'form':
+        from drug_nbdev.form_server import form_main
+        hosts = tuple(h.strip().lower() for h in a.allowed_hosts.split(',') if h.strip()) if a.allowed_hosts else None
+        return form_main(a.notebook, host=a.host, port=a.port, allowed_hosts=hosts)
     if a.command == 'token':
         from drug_nbdev.config import get_settings, read_token_file
         print(read_token_file(get_settings().api_token_file))

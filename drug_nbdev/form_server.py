@@ -4,12 +4,13 @@
 
 # %% ../nbs/15_form_server.ipynb #202354e8
 from __future__ import annotations
+import sys
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado import web
 from traitlets import Integer
 
 # %% auto #0
-__all__ = ['CappedKernelManager']
+__all__ = ['CappedKernelManager', 'voila_host_settings', 'form_main']
 
 # %% ../nbs/15_form_server.ipynb #aeefaa4c
 class CappedKernelManager(AsyncMappingKernelManager):
@@ -25,3 +26,26 @@ class CappedKernelManager(AsyncMappingKernelManager):
         self._starting += 1
         try: return await super().start_kernel(*args, **kwargs)
         finally: self._starting -= 1
+
+# %% ../nbs/15_form_server.ipynb #0de5ffd7
+def voila_host_settings(tornado_settings: dict, allowed_hosts) -> dict:
+    "Voila's `tornado_settings` with its host check limited to loopback and `allowed_hosts` (names, no wildcard)."
+    names = [h for h in (allowed_hosts or ()) if h and h != '*']
+    return {**tornado_settings, 'allow_remote_access': False,
+            'local_hostnames': sorted({'localhost', *tornado_settings.get('local_hostnames', ()), *names})}
+
+def form_main(notebook: str, # the form notebook (nbs/15_form.ipynb; /app/form/15_form.ipynb in the image)
+              host: str = '127.0.0.1', port: int = 8866,
+              allowed_hosts: tuple[str, ...] | None = None # Host names besides loopback (default: DRUG_NBDEV_ALLOWED_HOSTS)
+             ) -> int:
+    "Serve the clinicians' form with Voila (settings from voila.json in the working folder); returns its exit code."
+    from pathlib import Path
+    from voila.app import Voila
+    from .config import get_settings
+    if not Path(notebook).is_file(): print(f'form: no notebook at {notebook}', file=sys.stderr); return 2
+    hosts = tuple(allowed_hosts or ()) or get_settings().allowed_hosts
+    app = Voila.instance()
+    app.initialize([str(notebook), f'--Voila.ip={host}', f'--port={int(port)}', '--no-browser'])
+    app.tornado_settings = voila_host_settings(app.tornado_settings, hosts)
+    app.start()
+    return 0

@@ -76,10 +76,11 @@ def build_network(X: pd.DataFrame, n_classes: int, hidden_units: int = 32, featu
 class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
     "A scikit-learn classifier around `build_network`; takes the five raw FEATURES."
     def __init__(self, hidden_units: int = 32, learning_rate: float = 0.03, epochs: int = 200,
-                 batch_size: int = 32, feature_units: int = 16, log_ratio: bool = True, seed: int = 0):
+                 batch_size: int = 32, feature_units: int = 16, log_ratio: bool = True, seed: int = 0,
+                 patience: int = 10, min_delta: float = 1e-3):
         self.hidden_units, self.learning_rate, self.epochs, self.batch_size, self.seed = \
             hidden_units, learning_rate, epochs, batch_size, seed
-        self.feature_units, self.log_ratio = feature_units, log_ratio
+        self.feature_units, self.log_ratio, self.patience, self.min_delta = feature_units, log_ratio, patience, min_delta
 
     def fit(self, X: pd.DataFrame, y):
         tf = load_tensorflow(); keras = tf.keras
@@ -87,12 +88,16 @@ class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         keras.utils.set_random_seed(self.seed)
         self.model_ = build_network(X, len(self.classes_), self.hidden_units, self.feature_units, self.log_ratio)
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss='sparse_categorical_crossentropy')
-        codes = np.searchsorted(self.classes_, y).astype('int32')
         n = len(y); steps = -(-n // self.batch_size)
+        # one graph execution per epoch; no XLA: compiling costs more than it saves on 160 patients
+        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss='sparse_categorical_crossentropy',
+                            steps_per_execution=steps, jit_compile=False)
+        codes = np.searchsorted(self.classes_, y).astype('int32')
         data = (tf.data.Dataset.from_tensor_slices((keras_inputs(X), codes))
                 .shuffle(n, seed=self.seed, reshuffle_each_iteration=True).batch(self.batch_size).repeat())
-        self.model_.fit(data, steps_per_epoch=steps * self.epochs, epochs=1, verbose=0, shuffle=False)  # the dataset shuffles
+        stop = [keras.callbacks.EarlyStopping(monitor='loss', min_delta=self.min_delta, patience=self.patience)] if self.patience else []
+        hist = self.model_.fit(data, steps_per_epoch=steps, epochs=self.epochs, verbose=0, shuffle=False, callbacks=stop)
+        self.n_epochs_ = len(hist.history['loss'])   # the dataset shuffles; `stop` may end before `epochs`
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

@@ -4,7 +4,8 @@
 
 # %% ../nbs/08_registry.ipynb #df324aaf
 from __future__ import annotations
-import json, os, secrets, shutil, sys, threading
+import fcntl, hashlib, json, os, secrets, shutil, sys, threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -12,8 +13,9 @@ from .config import FEATURES, DRUGS, ContractError, get_settings, utcnow
 from .network import KerasDrugClassifier, load_tensorflow, keras_inputs
 
 # %% auto #0
-__all__ = ['TRUSTED_TYPES', 'align_proba', 'registry_dir', 'new_version_id', 'model_card', 'final_estimator', 'register_model',
-           'promote', 'current_version', 'list_versions', 'RegisteredModel', 'load_model', 'models_main',
+__all__ = ['TRUSTED_TYPES', 'ANY', 'align_proba', 'registry_dir', 'new_version_id', 'model_card', 'final_estimator',
+           'IntegrityError', 'file_digests', 'verify_files', 'clean_leftovers', 'register_model', 'current_version',
+           'CurrentChanged', 'promote', 'record_gate', 'list_versions', 'RegisteredModel', 'load_model', 'models_main',
            'promote_main']
 
 # %% ../nbs/08_registry.ipynb #1fe7cd91
@@ -82,27 +84,134 @@ def _network(est):
     last = est.steps[-1][1] if hasattr(est, 'steps') else est
     return last if isinstance(last, KerasDrugClassifier) else None
 
+# %% ../nbs/08_registry.ipynb #b7dd8272
+class IntegrityError(ValueError):
+    "A registered version's files differ from the sha256 checksums recorded when it was saved."
+
+def _unhashed(rel: str) -> bool:
+    "Files of a version outside its checksums: metrics.json (which holds them) and gate.json (written later)."
+    return rel in ('metrics.json', 'gate.json') or rel.startswith('.gate-')
+
+# %% ../nbs/08_registry.ipynb #66574e20
+def file_digests(folder) -> dict[str, str]:
+    "The sha256 of every file under `folder` (but metrics.json and gate.json), by path relative to it."
+    folder, out = Path(folder), {}
+    for p in sorted(folder.rglob('*')):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_symlink(): raise IntegrityError(f'model version {folder.name}: {rel} is a symbolic link; a version holds only files')
+        if not p.is_file() or _unhashed(rel): continue
+        h = hashlib.sha256()
+        with open(p, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
+        out[rel] = h.hexdigest()
+    return out
+
+# %% ../nbs/08_registry.ipynb #edf401fd
+def verify_files(path, meta: dict) -> None:
+    "Raise IntegrityError unless the files of version folder `path` are exactly those `meta['sha256']` records."
+    path, recorded = Path(path), meta.get('sha256')
+    if not isinstance(recorded, dict) or not recorded:
+        raise IntegrityError(f'model version {path.name} has no recorded sha256 checksums (saved before they were '
+                             'recorded, or its metrics.json was edited): refusing to load it; retrain, or promote another version')
+    actual = file_digests(path)
+    found = dict(changed=sorted(k for k in set(recorded) & set(actual) if recorded[k] != actual[k]),
+                 missing=sorted(set(recorded) - set(actual)), unexpected=sorted(set(actual) - set(recorded)))
+    if any(found.values()):
+        what = '; '.join(f'{k}: {", ".join(v[:3])}' + (' …' if len(v) > 3 else '') for k, v in found.items() if v)
+        raise IntegrityError(f'model version {path.name} does not match the sha256 checksums recorded when it was saved '
+                             f'({what}): refusing to load it; the files were altered or damaged — promote another version or retrain')
+
+# %% ../nbs/08_registry.ipynb #3e44bf77
+def _fsync(path) -> None:
+    "Flush `path` (a file or a folder) to disk."
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def _fsync_tree(folder: Path) -> None:
+    "fsync every file under `folder`, then its folders, deepest first."
+    paths = sorted(Path(folder).rglob('*'), key=lambda p: len(p.parts), reverse=True)
+    for p in paths:
+        if p.is_file() and not p.is_symlink(): _fsync(p)
+    for p in paths + [Path(folder)]:
+        if p.is_dir() and not p.is_symlink(): _fsync(p)
+
+# %% ../nbs/08_registry.ipynb #f54926de
+@contextmanager
+def _registry_lock(root: Path):
+    "An exclusive flock on `root/.lock` for the block: promotions and clean-ups of one registry take turns."
+    fd = os.open(root/'.lock', os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX); yield
+    finally: os.close(fd)   # closing releases the lock; so does the kernel when the process dies
+
+# %% ../nbs/08_registry.ipynb #2f7c965e
+def _claim(lock_path: Path, wait: bool = True) -> int | None:
+    "An fd holding an exclusive flock on `lock_path` (created when missing); None when `wait` is False and it is held."
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd); return None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino: return fd
+        except FileNotFoundError: pass
+        os.close(fd)   # a clean-up removed the file between our open and our flock: claim a fresh one
+
+# %% ../nbs/08_registry.ipynb #b8da63aa
+def clean_leftovers(models_dir=None) -> list[str]:
+    "Remove what interrupted saves and promotions left in the registry (`.tmp-*` folders, `.current-*` links); their names."
+    root, removed = registry_dir(models_dir), []
+    if not root.is_dir(): return removed
+    with _registry_lock(root):
+        for p in sorted(root.glob('.current-*')):      # promotions create these under the same lock
+            p.unlink(missing_ok=True); removed.append(p.name)
+        for p in sorted(root.glob('.tmp-*')):
+            lock = p if p.name.endswith('.lock') else p.with_name(p.name + '.lock')
+            if p is lock and lock.with_name(lock.name.removesuffix('.lock')).exists(): continue  # handled with its folder
+            fd = _claim(lock, wait=False)
+            if fd is None: continue                     # a save in progress, in this process or another
+            try:
+                if p is not lock:
+                    if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+                    else: p.unlink(missing_ok=True)
+                    removed.append(p.name)
+                lock.unlink(missing_ok=True)
+            finally: os.close(fd)
+    if removed: _fsync(root)
+    return removed
+
+# %% ../nbs/08_registry.ipynb #b3ce5187
 def register_model(estimator, meta: dict, models_dir=None, make_current: bool = True) -> str:
-    "Write fitted `estimator` with `meta` as a new version folder (atomically renamed into place); returns its version."
+    "Write fitted `estimator` with `meta` as a new version folder (checksummed, flushed, renamed into place); its version."
     import skops.io as sio
     root = registry_dir(models_dir); root.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(root)
     version = meta.get('version') or new_version_id()
     est, net = final_estimator(estimator), _network(final_estimator(estimator))
     meta = dict(meta, version=version, kind='keras' if net is not None else 'sklearn',
                 classes=list(DRUGS), features=list(FEATURES))
-    tmp = root/f'.tmp-{version}-{secrets.token_hex(3)}'
-    tmp.mkdir()
+    name = f'.tmp-{version}-{secrets.token_hex(3)}'
+    tmp, lock = root/name, root/f'{name}.lock'
+    fd = _claim(lock)           # held until the folder is renamed: the next save knows this one is alive
     try:
+        tmp.mkdir()
         if net is not None: net.export(tmp/'saved_model')
         else: sio.dump(est, tmp/'model.skops')
-        (tmp/'metrics.json').write_text(json.dumps(meta, indent=2, default=str))
         (tmp/'model_card.md').write_text(model_card(meta))
+        meta['sha256'] = file_digests(tmp)
+        (tmp/'metrics.json').write_text(json.dumps(meta, indent=2, default=str))
+        _fsync_tree(tmp)
         os.rename(tmp, root/version)
+        _fsync(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
+    finally:
+        lock.unlink(missing_ok=True); os.close(fd)
     if make_current: promote(version, root)
     return version
 
+# %% ../nbs/08_registry.ipynb #9179232d
 def _check_version(version: str, root: Path) -> Path:
     if not isinstance(version, str) or not version or version.startswith('.') or '/' in version or '\\' in version:
         raise ValueError(f'invalid model version {version!r}')
@@ -116,29 +225,71 @@ def _versions(root: Path) -> list[str]:
                   and p.name != 'current' and (p/'metrics.json').is_file()) \
         if root.is_dir() else []
 
-def promote(version: str, models_dir=None) -> None:
-    "Make `version` the current model: a new `current` symlink replaces the old one atomically."
-    root = registry_dir(models_dir)
-    _check_version(version, root)
-    tmp = root/f'.current-{secrets.token_hex(4)}'
-    os.symlink(version, tmp)          # relative target: the registry folder can be moved as a whole
-    os.replace(tmp, root/'current')
+def _read_meta(path: Path) -> dict:
+    try: return json.loads((path/'metrics.json').read_text())
+    except ValueError as e: raise IntegrityError(f'model version {path.name}: metrics.json is not valid JSON ({e})') from None
 
 def current_version(models_dir=None) -> str | None:
     "The version `models/current` points to, or None when nothing is registered."
     link = registry_dir(models_dir)/'current'
     return Path(os.readlink(link)).name if link.is_symlink() else None
 
+# %% ../nbs/08_registry.ipynb #dea99177
+class CurrentChanged(RuntimeError):
+    "`current` is no longer the version a compare-and-swap promotion expected."
+
+class _Any:
+    "The default of `promote(expected=…)`: promote whatever is current."
+    def __repr__(self): return 'ANY'
+ANY = _Any()
+
+# %% ../nbs/08_registry.ipynb #2f8ac37d
+def promote(version: str, # the version to make current
+            models_dir=None, # the registry folder (default: the settings')
+            expected=ANY # promote only if `current` is still this version (None: nothing current); ANY: unconditionally
+           ) -> None:
+    "Make `version` the current model: a new `current` symlink replaces the old one atomically, and is flushed."
+    root = registry_dir(models_dir)
+    path = _check_version(version, root)
+    verify_files(path, _read_meta(path))
+    with _registry_lock(root):
+        cur = current_version(root)
+        if expected is not ANY and cur != expected:
+            raise CurrentChanged(f'current is {cur or "nothing"}, not {expected or "nothing"} as expected: '
+                                 f'it changed meanwhile (a promotion or rollback); {version} was not promoted')
+        tmp = root/f'.current-{secrets.token_hex(4)}'
+        os.symlink(version, tmp)          # relative target: the registry folder can be moved as a whole
+        os.replace(tmp, root/'current')
+        _fsync(root)
+
+# %% ../nbs/08_registry.ipynb #80875176
+def record_gate(version: str, decision: dict, models_dir=None) -> None:
+    "Write a quality gate's `decision` about `version` (promoted, reason, …) to its gate.json, atomically and durably."
+    path = _check_version(version, registry_dir(models_dir))
+    tmp = path/f'.gate-{secrets.token_hex(3)}.json'
+    try:
+        with open(tmp, 'w') as f:
+            f.write(json.dumps(decision, indent=2, default=str)); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path/'gate.json'); _fsync(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True); raise
+
+# %% ../nbs/08_registry.ipynb #5166fb8b
 def list_versions(models_dir=None) -> pd.DataFrame:
-    "One row per registered version: version, name, kind, trained_at, cv_accuracy, test_accuracy, current."
+    "One row per registered version: version, name, kind, trained_at, cv_accuracy, test_accuracy, current, gate, reason."
     root, cur, rows = registry_dir(models_dir), current_version(models_dir), []
     for v in _versions(root):
         meta = json.loads((root/v/'metrics.json').read_text())
         m = meta.get('metrics', {})
+        try: gate = json.loads((root/v/'gate.json').read_text())
+        except (OSError, ValueError): gate = {}
         rows.append(dict(version=v, name=meta.get('name'), kind=meta.get('kind'), trained_at=meta.get('trained_at'),
                          cv_accuracy=m.get('cv', {}).get('accuracy', {}).get('mean'),
-                         test_accuracy=(m.get('test') or {}).get('accuracy'), current=v == cur))
-    return pd.DataFrame(rows, columns=['version', 'name', 'kind', 'trained_at', 'cv_accuracy', 'test_accuracy', 'current'])
+                         test_accuracy=(m.get('test') or {}).get('accuracy'), current=v == cur,
+                         gate=('promoted' if gate.get('promoted') else 'refused') if gate else None,
+                         reason=gate.get('reason')))
+    return pd.DataFrame(rows, columns=['version', 'name', 'kind', 'trained_at', 'cv_accuracy', 'test_accuracy', 'current',
+                                       'gate', 'reason'])
 
 # %% ../nbs/08_registry.ipynb #71123313
 @dataclass
@@ -175,7 +326,8 @@ def load_model(version: str | None = None, models_dir=None) -> RegisteredModel:
         raise FileNotFoundError(f'no current model in {root}: train one (drug-nbdev run, or notebook 07_train) '
                                 f'or promote a version ({", ".join(_versions(root)) or "none registered"})')
     path = _check_version(version, root)
-    meta = json.loads((path/'metrics.json').read_text())
+    meta = _read_meta(path)
+    verify_files(path, meta)          # before a byte of the model is parsed, sklearn and keras alike
     est = None
     if meta['kind'] == 'sklearn':
         untrusted = set(sio.get_untrusted_types(file=path/'model.skops')) - set(TRUSTED_TYPES)
@@ -192,7 +344,8 @@ def models_main(models_dir=None) -> int:
     for r in versions.itertuples():
         cv = f'{r.cv_accuracy:.4f}' if pd.notna(r.cv_accuracy) else '-'
         te = f'{r.test_accuracy:.4f}' if pd.notna(r.test_accuracy) else '-'
-        print(f"{'*' if r.current else ' '} {r.version}  {r.name:<9} {r.kind:<7} cv_accuracy={cv} test_accuracy={te}  {r.trained_at}")
+        gate = f'  refused: {r.reason}' if r.gate == 'refused' else ''
+        print(f"{'*' if r.current else ' '} {r.version}  {r.name:<9} {r.kind:<7} cv_accuracy={cv} test_accuracy={te}  {r.trained_at}{gate}")
     return 0
 
 def promote_main(version: str, models_dir=None) -> int:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_run.ipynb #93bdaca5
 from __future__ import annotations
-import ast, hashlib, html, itertools, json, math, os, shutil, subprocess, sys, threading, time
+import ast, hashlib, html, itertools, json, math, os, resource, shutil, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
@@ -259,6 +259,26 @@ def check_kernel(name: str = KERNEL) -> str:
         raise RunError(f"Jupyter kernel '{name}' points to {exe}, which does not exist; run `make install`")
     return exe
 
+# %% ../nbs/17_run.ipynb #74898dd2
+_RUNNING, _RUNNING_LOCK = [], threading.Lock()
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+@contextmanager
+def _stage_cpu(rec: dict):
+    "Set `rec['cpu_s']` to the CPU seconds of the child processes that ended in the block; None if another stage overlapped."
+    with _RUNNING_LOCK:
+        for other in _RUNNING: other['_overlap'] = True
+        rec['_overlap'] = bool(_RUNNING); _RUNNING.append(rec)
+    c0 = _children_cpu()
+    try: yield
+    finally:
+        c1 = _children_cpu()
+        with _RUNNING_LOCK: _RUNNING[:] = [r for r in _RUNNING if r is not rec]
+        rec['cpu_s'] = None if rec.pop('_overlap') else round(c1 - c0, 2)
+
 # %% ../nbs/17_run.ipynb #26010621
 def _source_index(out_nb: Path, index: int) -> int:
     "The failing cell's index in the notebook as written: papermill counts its injected-parameters cell."
@@ -276,9 +296,10 @@ def execute_stage(nb, out_dir, parameters: dict, cwd=None) -> dict:
     rec = dict(notebook=out_nb.name, html=out_html.name, parameters=parameters, started=_now(), error=None)
     t0 = time.monotonic()
     try:
-        pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, kernel_name=KERNEL,
-                            cwd=str(cwd or Path(nb).parent), progress_bar=False, log_output=False,
-                            extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
+        with _stage_cpu(rec):
+            pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, kernel_name=KERNEL,
+                                cwd=str(cwd or Path(nb).parent), progress_bar=False, log_output=False,
+                                extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
         rec['status'] = 'succeeded'
     except pm.PapermillExecutionError as e:
         rec['status'] = 'failed'

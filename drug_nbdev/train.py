@@ -4,7 +4,8 @@
 
 # %% ../nbs/07_train.ipynb #2ae6ce2a
 from __future__ import annotations
-import json, os, random, sys, threading, time
+import hashlib, inspect, json, os, random, secrets, sys, threading, time
+from importlib.metadata import version as _dist_version
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -12,6 +13,7 @@ from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.metrics import accuracy_score, f1_score, log_loss, classification_report
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold, train_test_split
 from imblearn.pipeline import Pipeline as ImbPipeline
@@ -20,13 +22,15 @@ from .config import FEATURES, TARGET, NUMERIC, CATEGORICAL, CATEGORIES, DRUGS, g
 from .ingest import load_patients, frame_sha256
 from .preprocess import build_pipeline
 from .network import KerasDrugClassifier, load_tensorflow
-from .registry import align_proba, new_version_id, register_model, registry_dir, final_estimator
+from . import registry
+from .registry import (align_proba, new_version_id, register_model, registry_dir, final_estimator,
+                                 current_version, load_model, record_gate, CurrentChanged)
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'SIMPLICITY', 'NEEDS_TENSORFLOW', 'EXPERIMENT', 'set_seeds', 'brier_score', 'score_probabilities',
-           'make_candidate', 'cross_validate_model', 'summarise_folds', 'breakdown', 'choose_champion', 'tracking_uri',
-           'log_run', 'plot_confusion', 'plot_reliability', 'TrainResult', 'input_ranges', 'train_models',
-           'retrain_forest']
+__all__ = ['CANDIDATES', 'SIMPLICITY', 'NEEDS_TENSORFLOW', 'EXPERIMENT', 'GATE_TOLERANCE', 'set_seeds', 'brier_score',
+           'score_probabilities', 'make_candidate', 'cross_validate_model', 'summarise_folds', 'breakdown',
+           'choose_champion', 'tracking_uri', 'log_run', 'cached_grid_search', 'plot_confusion', 'plot_reliability',
+           'served_recipe', 'gate_and_promote', 'TrainResult', 'input_ranges', 'train_models', 'retrain_forest']
 
 # %% ../nbs/07_train.ipynb #bf9e5f00
 def set_seeds(seed: int = 0) -> None:
@@ -79,17 +83,22 @@ def make_candidate(name: str, binning: bool = False, smote: bool = False, seed: 
     return GridSearchCV(est, grid, cv=_inner_cv(seed), scoring='f1_macro')
 
 # %% ../nbs/07_train.ipynb #19a6f309
+def _fold_proba(estimator, X: pd.DataFrame, y: pd.Series, train, valid) -> np.ndarray:
+    "Probabilities (columns DRUGS) on rows `valid` of a fresh clone of `estimator` fitted on rows `train`."
+    est = clone(estimator).fit(X.iloc[train], y.iloc[train])
+    return align_proba(est.predict_proba(X.iloc[valid]), est.classes_)
+
 def cross_validate_model(estimator, X: pd.DataFrame, y: pd.Series, folds: int = 5, repeats: int = 5,
-                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                         seed: int = 0, n_jobs: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Per-fold metrics and out-of-fold probabilities (columns DRUGS, plus repeat and y) under repeated stratified k-fold."
     if folds < 2 or repeats < 1: raise ValueError(f'need folds >= 2 and repeats >= 1, got {folds} and {repeats}')
     smallest = y.value_counts().min()
     if smallest < folds: raise ValueError(f'the rarest drug has {smallest} patient(s), fewer than folds={folds}')
+    splits = list(RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed).split(X, y))
+    # folds are independent: with n_jobs > 1 they run in worker processes (loky), each fit seeded as in sequence
+    probas = Parallel(n_jobs=n_jobs)(delayed(_fold_proba)(estimator, X, y, tr, va) for tr, va in splits)
     rows, oof = [], []
-    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    for i, (tr, va) in enumerate(cv.split(X, y)):
-        est = clone(estimator).fit(X.iloc[tr], y.iloc[tr])
-        P = align_proba(est.predict_proba(X.iloc[va]), est.classes_)
+    for i, ((tr, va), P) in enumerate(zip(splits, probas)):
         rows.append(dict(fold=i, **score_probabilities(y.iloc[va], P)))
         oof.append(pd.DataFrame(P, columns=list(DRUGS), index=X.index[va]).assign(repeat=i // folds, y=y.iloc[va].values))
     return pd.DataFrame(rows), pd.concat(oof)
@@ -170,6 +179,29 @@ def log_run(client, experiment_id: str, name: str, params: dict, metrics: dict, 
     client.set_terminated(rid)
     return rid
 
+# %% ../nbs/07_train.ipynb #69ffeeef
+def _grid_key(search, X: pd.DataFrame, y: pd.Series) -> str:
+    "sha256 of what a grid search's answer depends on: the rows, the search's parameters, versions, the network's code."
+    from drug_nbdev import network
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(pd.concat([X, y], axis=1), index=False).to_numpy().tobytes())
+    params = {k: v for k, v in search.get_params(deep=True).items() if k.rsplit('__', 1)[-1] not in ('n_jobs', 'verbose', 'pre_dispatch')}
+    h.update(repr(sorted((k, repr(v)) for k, v in params.items())).encode())
+    h.update(repr([_dist_version(d) for d in ('scikit-learn', 'imbalanced-learn', 'keras', 'numpy')]).encode())
+    h.update(inspect.getsource(network).encode())
+    return h.hexdigest()
+
+def cached_grid_search(search, X: pd.DataFrame, y: pd.Series, cache_dir=None) -> dict:
+    "The best parameters of grid search `search` on `X`, `y`: from the cache when the same search ran on the same rows."
+    path = Path(cache_dir or get_settings().root/'cache'/'grid_search')/f'{_grid_key(search, X, y)}.json'
+    try: return json.loads(path.read_text())['best_params']
+    except (OSError, ValueError, KeyError, TypeError): pass
+    best = clone(search).fit(X, y).best_params_
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{secrets.token_hex(3)}')
+    tmp.write_text(json.dumps(dict(best_params=best), default=str)); os.replace(tmp, path)
+    return best
+
 # %% ../nbs/07_train.ipynb #4d7339b6
 def plot_confusion(y_true, y_pred, title: str = ''):
     "A matplotlib Figure with the confusion matrix of `y_pred` against `y_true` over DRUGS."
@@ -198,6 +230,67 @@ def plot_reliability(y_true, proba, title: str = '', n_bins: int = 5):
     ax.legend(loc='lower right'); fig.tight_layout()
     return fig
 
+# %% ../nbs/07_train.ipynb #c07c0aae
+GATE_TOLERANCE = 0.01   # mean CV macro-F1 a candidate may lose against the served model: about one patient (see above)
+
+# %% ../nbs/07_train.ipynb #8f7ff4e9
+def served_recipe(model: registry.RegisteredModel):
+    "An unfitted estimator with the settings registered `model` was trained with: the recipe to re-evaluate."
+    if model.kind == 'sklearn': return clone(model.estimator)
+    p = model.meta.get('params') or {}
+    est = make_candidate(model.meta.get('name'), binning=bool(p.get('binning')), smote=bool(p.get('smote')),
+                         seed=int(p.get('seed', 0)), tune=False, quick=bool(p.get('quick')))
+    net = est.steps[-1][1] if hasattr(est, 'steps') else est
+    net.set_params(**{k: p[k] for k in ('hidden_units', 'learning_rate', 'epochs', 'feature_units') if k in p})
+    return est
+
+# %% ../nbs/07_train.ipynb #cada7fad
+def _f1(folds: pd.DataFrame) -> float: return float(folds.f1_macro.mean())
+
+def gate_and_promote(version: str, # the registered candidate
+                     candidate_folds: pd.DataFrame, # its per-fold metrics, from `cross_validate_model`
+                     X: pd.DataFrame, y: pd.Series, # the data those folds split
+                     compared_with: str | None, # the version that was current when training began (None: none)
+                     folds: int = 5, repeats: int = 1, seed: int = 0, # the splits: the served recipe gets the same
+                     models_dir=None, # the registry folder
+                     tolerance: float = GATE_TOLERANCE, # mean CV macro-F1 the candidate may lose
+                     promote: bool = True, # False: decide and record, but leave `current` alone
+                     floor: tuple | None = None, # (what, value, minimum): an absolute check as well
+                     n_jobs: int = 1 # processes for the served recipe's cross-validation
+                    ) -> dict:
+    "Compare `version` with `compared_with` on the same folds; promote it (compare-and-swap) if not worse; record why."
+    d = dict(compared_with=compared_with, tolerance=tolerance, folds=folds, repeats=repeats, seed=seed,
+             candidate_f1_macro=_f1(candidate_folds), current_f1_macro=None)
+    ok, why = True, []
+    if floor is not None:
+        what, value, minimum = floor
+        ok = value >= minimum
+        why.append(f"{what} {value:.3f} {'>=' if ok else '<'} {minimum:.3f}")
+    if ok and compared_with is None: why.append('no current model to compare with')
+    elif ok:
+        try:
+            recipe = served_recipe(load_model(compared_with, models_dir))
+            current = d['current_f1_macro'] = _f1(cross_validate_model(recipe, X, y, folds=folds, repeats=repeats, seed=seed, n_jobs=n_jobs)[0])
+        except Exception as e:
+            ok = False; why.append(f'the current model {compared_with} could not be re-evaluated ({type(e).__name__}: {e})')
+        else:
+            ok = d['candidate_f1_macro'] >= current - tolerance
+            why.append(f"mean CV macro-F1 {d['candidate_f1_macro']:.3f} vs {current:.3f} for the current model {compared_with} "
+                       f"on the same {folds}×{repeats} folds: {'not worse' if ok else 'worse'} (tolerance {tolerance})")
+    why, promoted = '; '.join(why), False
+    if not ok: reason = f'{why}: registered, kept the current model'
+    elif not promote: reason = f'{why}: registered, not promoted'
+    else:
+        try:
+            registry.promote(version, models_dir, expected=compared_with); promoted = True
+            reason = f'{why}: promoted to current'
+        except CurrentChanged:
+            reason = (f'{why}; but current changed from {compared_with or "nothing"} to {current_version(models_dir)} '
+                      'meanwhile (a promotion or rollback): that choice stands; registered, not promoted')
+    d.update(passed=ok, promoted=promoted, reason=reason)
+    record_gate(version, d, models_dir)
+    return d
+
 # %% ../nbs/07_train.ipynb #d30697b5
 @dataclass
 class TrainResult:
@@ -218,33 +311,36 @@ def _best_params(est) -> dict:
     return {}
 
 def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = False, smote: bool = False, seed: int = 0,
-                 cv_folds: int = 5, cv_repeats: int = 5, test_size: float = 0.2, tune: bool = True, promote: bool = True,
-                 models_dir=None, quick: bool = False, uri: str | None = None) -> TrainResult:
-    "Cross-validate the candidates, pick the champion, test it on the held-out split, register it and log to MLflow."
+                 cv_folds: int = 5, cv_repeats: int = 3, test_size: float = 0.2, tune: bool = True, promote: bool = True,
+                 models_dir=None, quick: bool = False, uri: str | None = None, n_jobs: int | None = None) -> TrainResult:
+    "Cross-validate the candidates, pick the champion, test it on the held-out split, register it, gate it and log to MLflow."
     names = list(CANDIDATES) if model == 'all' else [model]
     if model != 'all' and model not in CANDIDATES:
         raise ValueError(f'unknown model {model!r}; expected all or one of {", ".join(CANDIDATES)}')
     if not 0 < test_size < 1: raise ValueError(f'test_size must be between 0 and 1, got {test_size}')
     set_seeds(seed)
+    n_jobs = n_jobs or os.cpu_count() or 1
+    compared_with = current_version(models_dir)   # what the champion must not be worse than, read before any work
     X, y = patients[FEATURES].reset_index(drop=True), patients[TARGET].reset_index(drop=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
     params = dict(model=model, binning=binning, smote=smote, seed=seed, cv_folds=cv_folds, cv_repeats=cv_repeats,
                   test_size=test_size, tune=tune, quick=quick)
-    rows, fitted, oofs, details = [], {}, {}, {}
+    rows, fitted, oofs, details, fold_tables = [], {}, {}, {}, {}
     for name in names:
         t0 = time.time()
         est = make_candidate(name, binning=binning, smote=smote, seed=seed, tune=tune, quick=quick)
         chosen = {}
-        if name == 'network' and tune:  # the network's grid: searched once on the training split
-            est = clone(est).fit(X_tr, y_tr); chosen = _best_params(est); est = clone(est.best_estimator_)
-        folds, oof = cross_validate_model(est, X_tr, y_tr, folds=cv_folds, repeats=cv_repeats, seed=seed)
+        if name == 'network' and tune:  # the network's grid: searched once on the training split, cached
+            best = cached_grid_search(est.set_params(n_jobs=n_jobs), X_tr, y_tr)
+            chosen = {k.removeprefix('model__'): v for k, v in best.items()}; est = clone(est.estimator).set_params(**best)
+        folds, oof = cross_validate_model(est, X_tr, y_tr, folds=cv_folds, repeats=cv_repeats, seed=seed, n_jobs=n_jobs)
         final = clone(est).fit(X_tr, y_tr)
         chosen = chosen or _best_params(final)
         test = score_probabilities(y_te, align_proba(final.predict_proba(X_te), final.classes_))
         cv = summarise_folds(folds)
         rows.append(dict(name=name, **{f'{m}_{s}': cv[m][s] for m in cv for s in ('mean', 'std')},
                          **{f'test_{m}': v for m, v in test.items()}, seconds=time.time() - t0))
-        fitted[name], oofs[name] = final, oof
+        fitted[name], oofs[name], fold_tables[name] = final, oof, folds
         details[name] = dict(cv=cv, test=test, chosen=chosen, **breakdown(oof, X_tr))
     table = pd.DataFrame(rows)
     champion = choose_champion(table)
@@ -268,7 +364,9 @@ def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = Fal
                     trained_at=utcnow().isoformat(timespec='seconds'), data_sha256=sha,
                     mlflow_run_id=rid, n_train=len(X_tr), n_test=len(X_te),
                     model_classes=[str(c) for c in final_estimator(fitted[name]).classes_])
-        version = register_model(fitted[name], meta, models_dir=models_dir, make_current=promote)
+        version = register_model(fitted[name], meta, models_dir=models_dir, make_current=False)
+        gate = gate_and_promote(version, fold_tables[name], X_tr, y_tr, compared_with, folds=cv_folds, repeats=cv_repeats,
+                                seed=seed, models_dir=models_dir, promote=promote, n_jobs=n_jobs)
         client.set_tag(rid, 'version', version)
         log_run(client, exp_id, name, run_params, metrics, figs, artifacts=registry_dir(models_dir)/version, run_id=rid)
     client.set_tag(parent, 'version', str(version))
@@ -277,7 +375,7 @@ def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = Fal
                    cv=details[champion]['cv'], test=details[champion]['test'],
                    candidates=[dict(name=n, cv=details[n]['cv'], test=details[n]['test'], params=details[n]['chosen'])
                                for n in names], champion_rule='highest mean CV macro-F1; within 0.005 the lower log-loss, then the simpler model',
-                   promoted=bool(promote), data_sha256=sha)
+                   promoted=gate['promoted'], gate=gate, data_sha256=sha)
     return TrainResult(summary=summary, table=table, fitted=fitted, oof=oofs, split=(X_tr, X_te, y_tr, y_te), figures=figures)
 
 # %% ../nbs/07_train.ipynb #3f302be5
@@ -285,8 +383,8 @@ _RETRAIN_LOCK = threading.Lock()
 
 def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, test_size: float = 0.2,
                    apply_smote: bool = False, seed: int = 0, min_accuracy: float = 0.9, engine=None,
-                   models_dir=None, promote: bool = True) -> dict:
-    "Train and register the raw-feature forest on the DB's patients; current only if held-out accuracy >= `min_accuracy`."
+                   models_dir=None, promote: bool = True, progress=None) -> dict:
+    "Train and register the raw-feature forest on the DB's patients; current only if it passes the quality gate."
     def _int(v, name, lo, hi):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
             raise ValueError(f'{name} must be a whole number from {lo} to {hi}, got {v!r}')
@@ -298,6 +396,7 @@ def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, t
     if not isinstance(min_accuracy, (int, float)) or not 0 <= min_accuracy <= 1:
         raise ValueError(f'min_accuracy must be between 0 and 1, got {min_accuracy!r}')
     with _RETRAIN_LOCK:
+        compared_with = current_version(models_dir)   # what the retrain must not be worse than, read before any work
         patients = load_patients(engine)
         X, y = patients[FEATURES].reset_index(drop=True), patients[TARGET].reset_index(drop=True)
         if y.value_counts().min() < 5 or y.nunique() < 2:
@@ -305,10 +404,10 @@ def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, t
         X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
         est = build_pipeline(RandomForestClassifier(n_estimators=n_estimators, max_leaf_nodes=max_leaf_nodes, n_jobs=1),
                              smote=apply_smote, seed=seed)
-        folds, oof = cross_validate_model(est, X_tr, y_tr, folds=min(5, int(y_tr.value_counts().min())), repeats=1, seed=seed)
+        k = min(5, int(y_tr.value_counts().min()))
+        folds, oof = cross_validate_model(est, X_tr, y_tr, folds=k, repeats=1, seed=seed)
         est.fit(X_tr, y_tr)
         test = score_probabilities(y_te, align_proba(est.predict_proba(X_te), est.classes_))
-        passed = test['accuracy'] >= min_accuracy
         params = dict(n_estimators=n_estimators, max_leaf_nodes=max_leaf_nodes, test_size=test_size,
                       apply_smote=apply_smote, seed=seed, min_accuracy=min_accuracy)
         metrics = dict(cv=summarise_folds(folds), test=test, **breakdown(oof, X_tr))
@@ -317,9 +416,9 @@ def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, t
         meta = dict(version=new_version_id(), name='rf', params=params, metrics=metrics, input_ranges=input_ranges(X_tr),
                     trained_at=utcnow().isoformat(timespec='seconds'), data_sha256=frame_sha256(patients),
                     mlflow_run_id=rid, n_train=len(X_tr), n_test=len(X_te), model_classes=[str(c) for c in est.classes_])
-        version = register_model(est, meta, models_dir=models_dir, make_current=promote and passed)
+        version = register_model(est, meta, models_dir=models_dir, make_current=False)
         log_run(client, exp_id, 'retrain rf', params, metrics, artifacts=registry_dir(models_dir)/version, run_id=rid)
-    verdict = f"held-out accuracy {test['accuracy']:.3f} {'>=' if passed else '<'} gate {min_accuracy:.3f}"
-    reason = (f'{verdict}: promoted to current' if promote and passed else
-              f'{verdict}: registered, not promoted' if passed else f'{verdict}: registered, kept the current model')
-    return dict(version=version, metrics=metrics, promoted=bool(promote and passed), reason=reason)
+        if progress: progress('registered')
+        gate = gate_and_promote(version, folds, X_tr, y_tr, compared_with, folds=k, repeats=1, seed=seed,
+                                models_dir=models_dir, promote=promote, floor=('held-out accuracy', test['accuracy'], min_accuracy))
+    return dict(version=version, metrics=metrics, promoted=gate['promoted'], reason=gate['reason'], gate=gate)

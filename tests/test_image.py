@@ -97,18 +97,22 @@ def test_api_container_answers_the_seed_contract(run_container):
     base = f'http://127.0.0.1:{port}'
     h = wait_http(f'{base}/health', name)
     assert h.status_code == 200 and h.json()['status'] == 'healthy' and h.json()['model_version'], h.text
+    auth = {'Authorization': f'Bearer {token}'}
+    # 0.0.0.0 is beyond loopback: every endpoint but /health needs the token
     p = requests.post(f'{base}/predict', json=SEED, timeout=30)
+    assert p.status_code == 401, p.text
+    p = requests.post(f'{base}/predict', json=SEED, headers=auth, timeout=30)
     assert p.status_code == 200, p.text
     assert (p.json()['prediction'], p.json()['status'], p.json()['patient_data']) == ('DrugY', 'success', SEED)
-    info = requests.get(f'{base}/model/info', timeout=30).json()
+    info = requests.get(f'{base}/model/info', headers=auth, timeout=30).json()
     assert info['version'] == h.json()['model_version'] and sorted(info['classes']) == ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']
-    bad = requests.post(f'{base}/predict', json={**SEED, 'BP': 'VERY HIGH'}, timeout=30)
+    bad = requests.post(f'{base}/predict', json={**SEED, 'BP': 'VERY HIGH'}, headers=auth, timeout=30)
     assert bad.status_code == 422 and bad.json()['detail'].startswith('BP:'), bad.text
     r = requests.post(f'{base}/retrain', json={'n_estimators': 10}, timeout=30)
     assert r.status_code == 401, r.text
     m = requests.get(f'{base}/metrics', timeout=30)
     assert m.status_code == 401, m.text
-    m = requests.get(f'{base}/metrics', headers={'Authorization': f'Bearer {token}'}, timeout=30)
+    m = requests.get(f'{base}/metrics', headers=auth, timeout=30)
     assert m.status_code == 200 and f'drug_nbdev_model_info{{version="{info["version"]}"}} 1.0' in m.text, m.text[:2000]
     print('\n/metrics, first lines:\n' + '\n'.join(m.text.splitlines()[:12]))
     # the health check the image declares passes inside the container
@@ -117,12 +121,14 @@ def test_api_container_answers_the_seed_contract(run_container):
 
 
 def test_form_container_serves_the_form(run_container):
-    name, port = run_container('form', 8866)
+    name, port = run_container('form', 8866, env={'DRUG_NBDEV_ALLOWED_HOSTS': 'form.ward.example'})
     r = wait_http(f'http://127.0.0.1:{port}/voila/static/voila.js', name)
+    # `drug-nbdev form` in the image: its configured public name is answered, a foreign one refused
+    assert requests.get(f'http://127.0.0.1:{port}/', headers={'Host': 'evil.example'}, timeout=30).status_code == 403
     assert r.status_code == 200
     # the page Voila serves for the notebook (its widgets are then drawn by the browser through the kernel;
     # tests/test_voila.py drives that with Chromium against a local Voila, this only shows the image serves it)
-    page = requests.get(f'http://127.0.0.1:{port}/', timeout=180)
+    page = requests.get(f'http://127.0.0.1:{port}/', headers={'Host': 'form.ward.example'}, timeout=180)
     assert page.status_code == 200 and '/voila/static/voila.js' in page.text, page.text[:2000]
     for code in ('Traceback', 'import ', 'PredictForm('): assert code not in page.text, code   # no code shown
 

@@ -51,11 +51,11 @@ def voila(registry):
     "URL of Voila serving nbs/15_form.ipynb on 127.0.0.1:<free port>, stopped (whole process group) at teardown."
     if not VOILA.exists(): pytest.fail(f'{VOILA} is missing: install the dev requirements (make install)')
     port = free_port()
-    env = dict(registry)                           # no IN_TEST: the app runs as clinicians get it
+    env = {**registry, 'DRUG_NBDEV_ALLOWED_HOSTS': 'form.ward.example'}   # no IN_TEST: the app runs as clinicians get it
     log = tempfile.TemporaryFile()
-    # as `make app` starts it: the settings (loopback, sources and prose stripped, preheated kernel, no
-    # files served) come from voila.json in the repo root, which Voila reads from its working directory
-    proc = subprocess.Popen([str(VOILA), str(ROOT/'nbs'/'15_form.ipynb'), f'--port={port}'],
+    # as `make app` (and the image) start it: `drug-nbdev form`; the settings (loopback, sources and prose stripped,
+    # preheated kernel, no files served) come from voila.json in the repo root, read from the working directory
+    proc = subprocess.Popen([str(VOILA.parent/'drug-nbdev'), 'form', str(ROOT/'nbs'/'15_form.ipynb'), '--port', str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     def output():
         log.seek(0)
@@ -206,6 +206,15 @@ def _get(port: int, host: str, timeout: float = 120):
         r = c.getresponse()
         return r.status, r.read().decode(errors='replace')
     finally: c.close()
+
+
+def test_form_answers_its_configured_host_names_only(voila):
+    "`drug-nbdev form` adds DRUG_NBDEV_ALLOWED_HOSTS to Voila's host check (a container is reached by its public name)."
+    url, output = voila
+    port = int(url.rstrip('/').rsplit(':', 1)[1])
+    assert _get(port, f'form.ward.example:{port}')[0] == 200, output()
+    for host in ('evil.example', f'ward.example:{port}', f'form.ward.example.evil.test:{port}'):
+        assert _get(port, host)[0] == 403, (host, output())
 
 
 def test_voila_limits_kernels_culls_idle_ones_and_checks_the_host(registry):
