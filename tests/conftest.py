@@ -80,6 +80,18 @@ def _pg_bin() -> Path:
     return Path(found[-1]).parent
 
 
+@pytest.fixture
+def fresh_postgres(postgres):
+    "The URL of a new, empty database in the session's PostgreSQL cluster: for tests that compare whole tables."
+    import uuid
+    import sqlalchemy as sa
+    name = f'drug_{uuid.uuid4().hex[:12]}'
+    eng = sa.create_engine(postgres, isolation_level='AUTOCOMMIT')
+    with eng.connect() as c: c.execute(sa.text(f'CREATE DATABASE {name}'))
+    eng.dispose()
+    return postgres.rsplit('/', 1)[0] + '/' + name
+
+
 @pytest.fixture(scope='session')
 def postgres():
     "A SQLAlchemy URL of a fresh database `drug_test` in a throwaway PostgreSQL cluster on 127.0.0.1:<free port>."

@@ -241,7 +241,7 @@ def test_worker_killed_mid_run_never_leaves_partial_output(home, cluster, tmp_pa
     with cluster.client() as c: c.wait_for_workers(2, timeout=120)   # the nanny replaced the killed worker
 
 
-def test_ingest_on_the_cluster_into_postgresql(home, postgres, tmp_path, monkeypatch):
+def test_ingest_on_the_cluster_into_postgresql(home, fresh_postgres, tmp_path, monkeypatch):
     "Two workers ingest files with overlapping records into PostgreSQL at once: every file accepted, the records as a local ingest's."
     from distributed import LocalCluster
     from drug_nbdev.testing import synthetic_patients
@@ -251,7 +251,7 @@ def test_ingest_on_the_cluster_into_postgresql(home, postgres, tmp_path, monkeyp
     for k in range(4):      # each file: 100 records of its own and the same 100 shared ones
         pd.concat([synthetic_patients(100, seed=61 + k), shared]).to_csv(drop/f'f{k}.csv', index=False)
     store = tmp_path/'lake'
-    penv = {**env, 'DRUG_NBDEV_DB_URL': postgres, 'DRUG_NBDEV_STORE': str(store)}
+    penv = {**env, 'DRUG_NBDEV_DB_URL': fresh_postgres, 'DRUG_NBDEV_STORE': str(store)}   # its own database: it compares whole tables
     for k, v in penv.items(): monkeypatch.setenv(k, v)       # the workers LocalCluster spawns inherit this environment
     monkeypatch.setenv('DRUG_NBDEV_HOME', str(tmp_path))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=':0') as c:
