@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_reports.ipynb #ab451605
 from __future__ import annotations
-import base64, copy, hashlib, html, io, json, os, re, threading
+import base64, copy, hashlib, html, io, json, os, re, threading, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 import pandas as pd
@@ -132,6 +132,8 @@ def quiet_logs() -> None:
     for name in ('tensorflow', 'absl'):
         lg = logging.getLogger(name)
         if _warnings_and_above not in lg.filters: lg.addFilter(_warnings_and_above)
+    warnings.filterwarnings('ignore', message='A worker stopped while some jobs were given to the executor',
+                            category=UserWarning)   # loky replaced an idle worker; nothing was lost
 
 # %% ../nbs/20_reports.ipynb #f12be9c7
 def _report_template():
