@@ -196,7 +196,7 @@ def cached_grid_search(search, X: pd.DataFrame, y: pd.Series, cache_dir=None) ->
     path = Path(cache_dir or get_settings().root/'cache'/'grid_search')/f'{_grid_key(search, X, y)}.json'
     try: return json.loads(path.read_text())['best_params']
     except (OSError, ValueError, KeyError, TypeError): pass
-    best = clone(search).fit(X, y).best_params_
+    best = clone(search).set_params(refit=False).fit(X, y).best_params_   # only the settings are used: no refit
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{secrets.token_hex(3)}')
     tmp.write_text(json.dumps(dict(best_params=best), default=str)); os.replace(tmp, path)
