@@ -52,7 +52,7 @@ def _check_category(col, v):
     if c is None: return None, f'{v!r} is not one of {", ".join(CATEGORIES[col])}'
     return c, None
 
-_DECIMAL = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)')   # ASCII digits and one point: what a person writes
+_DECIMAL = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)')   # ASCII digits ([0-9], not \d, which takes '４５') and one point
 
 def _as_number(v):
     "`v` as a float (±inf when too large for one), or None when it is not a number (bools are not numbers here)."
@@ -94,7 +94,6 @@ _CHECKS = {'Age': _check_age, 'Na_to_K': _check_na_to_k,
            **{c: (lambda col: lambda v: _check_category(col, v))(c) for c in CATEGORIES}}
 
 # %% ../nbs/00_config.ipynb #d3909ebe
-_DECIMAL_TEXT = r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)'   # plain ASCII decimals; [0-9], not \d, which matches '４５'
 _MAX_KEPT = 1000                                    # problems kept per column on the exception (the count is exact)
 
 def _col_name(c) -> str:
@@ -110,7 +109,7 @@ def _fast_numbers(s: pd.Series) -> np.ndarray:
     txt = s if pd.api.types.is_string_dtype(s.dtype) and s.dtype != object else s[s.map(type).eq(str)].astype('str')
     if len(txt):
         txt = txt.str.strip()
-        ok = txt.str.fullmatch(_DECIMAL_TEXT).fillna(False).to_numpy(dtype=bool)
+        ok = txt.str.fullmatch(_DECIMAL.pattern).fillna(False).to_numpy(dtype=bool)
         if ok.any(): out[s.index.get_indexer(txt.index[ok])] = txt[ok].astype('float64').to_numpy()
     return out
 
