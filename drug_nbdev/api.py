@@ -237,13 +237,13 @@ def caller_of(request: Request) -> str | None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, 'the bearer token is not valid', headers={'WWW-Authenticate': 'Bearer'})
     return name
 
-def responses(*codes: int) -> dict:
-    "OpenAPI `responses` for the error `codes` an operation can answer."
+def responses(*codes: int, public: bool = False) -> dict:
+    "OpenAPI `responses` for the error `codes` an operation can answer; `public` adds 401 (every endpoint but /health needs a token)."
     why = {400: 'the Host header is not one of the server\'s names, or the body could not be read',
            401: 'missing or wrong bearer token', 404: 'no such job', 409: 'a retrain is already running',
            413: 'the request body is too large (refused before it is parsed)', 422: 'invalid input, named in a sentence',
            503: 'the prediction could not be recorded in the audit trail, so it is not given'}
-    return {c: {'model': ErrorOut, 'description': why[c]} for c in codes}
+    return {c: {'model': ErrorOut, 'description': why[c]} for c in sorted({*codes, *([401] if public else [])})}
 
 # %% ../nbs/13_api.ipynb #a30b7a59
 def create_app(predictor: Predictor | None = None,
@@ -304,7 +304,7 @@ def _health(app):
 @api_route
 def _predict(app):
     P = app.state.get_predictor
-    @app.post('/predict', responses=responses(400, 401, 413, 422, 503) if app.state.public else responses(400, 413, 422, 503))
+    @app.post('/predict', responses=responses(400, 413, 422, 503, public=app.state.public))
     def predict(patient: Patient, caller: str | None = Depends(caller_of)):
         "One patient's recommended drug, its probabilities, warnings and top factors (answered once audited)."
         # a ready JSONResponse skips FastAPI's jsonable_encoder walk: the dict already holds only JSON types
@@ -314,7 +314,7 @@ def _predict(app):
 @api_route
 def _predict_batch(app):
     P = app.state.get_predictor
-    @app.post('/predict/batch', responses=responses(400, 401, 413, 422, 503) if app.state.public else responses(400, 413, 422, 503))
+    @app.post('/predict/batch', responses=responses(400, 413, 422, 503, public=app.state.public))
     def predict_batch(patients: Annotated[list[Patient], Field(min_length=1, max_length=MAX_BATCH)],
                       caller: str | None = Depends(caller_of)):
         "Many patients at once (at most 10 000): one prediction and its probabilities each (answered once audited)."
@@ -330,7 +330,7 @@ def _predict_batch(app):
 @api_route
 def _query(app):
     P = app.state.get_predictor
-    @app.post('/query', responses=responses(400, 401, 413, 422, 503) if app.state.public else responses(400, 413, 422, 503))
+    @app.post('/query', responses=responses(400, 413, 422, 503, public=app.state.public))
     def query(q: QueryIn, caller: str | None = Depends(caller_of)):
         "A sentence stating the five fields, read by parse_query, then predicted (422 names the missing fields)."
         rec = parse_query(q.text)
@@ -340,7 +340,7 @@ def _query(app):
 @api_route
 def _model_info(app):
     P = app.state.get_predictor
-    @app.get('/model/info', responses=responses(400, 401) if app.state.public else responses(400))
+    @app.get('/model/info', responses=responses(400, public=app.state.public))
     def model_info():
         "The served model: type, version, classes, features, metrics, trained_at."
         return P().info()
@@ -439,7 +439,7 @@ def instrument(app: FastAPI) -> None:
     app.build_middleware_stack = build_middleware_stack
 
     @app.get('/metrics', response_class=Response,
-             responses={**(responses(400, 401) if app.state.public else responses(400)),
+             responses={**responses(400, public=app.state.public),
                         200: {'content': {CONTENT_TYPE_LATEST.split(';')[0]: {}}, 'description': 'Prometheus text format'}})
     def metrics():
         "Prometheus metrics: requests and latency by endpoint, predictions by drug and channel, model version, audit failures, retrain jobs."
