@@ -377,18 +377,13 @@ import json
 from collections import Counter
 
 def _count_predictions(audit, counter) -> None:
-    "Make `audit` also count each prediction it commits in `counter`, by drug and channel (idempotent)."
-    if audit is None: return
-    counters = getattr(audit, '_counters', None)
-    if counters is None:   # wrap once, where every channel's rows pass after they are committed
-        counters, commit = [], audit._commit_rows
-        def counted_commit(rows):
-            commit(rows)                                   # raises AuditError when not committed: nothing counted
-            n = Counter((r['channel'], json.loads(r['output']).get('prediction')) for r in rows)
-            for (channel, drug), k in n.items():
-                for c in counters: c.labels(str(drug), channel).inc(k)
-        audit._commit_rows, audit._counters = counted_commit, counters
-    if not any(c is counter for c in counters): counters.append(counter)
+    "Count each prediction `audit` commits in `counter`, by drug and channel (registered once per audit log and counter)."
+    if audit is None or any(getattr(f, 'counter', None) is counter for f in audit.observers): return
+    def count(rows):
+        for (channel, drug), k in Counter((r['channel'], json.loads(r['output']).get('prediction')) for r in rows).items():
+            counter.labels(str(drug), channel).inc(k)
+    count.counter = counter
+    audit.observers.append(count)
 
 @api_route
 def instrument(app: FastAPI) -> None:

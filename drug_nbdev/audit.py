@@ -46,6 +46,7 @@ class AuditLog:
         self._pending, self._pending_lock, self._leader = [], threading.Lock(), threading.Lock()
         self._conn, self._closed = None, False
         self.written = self.errors = self.commits = 0
+        self.observers = []           # callables given the rows of each commit once it is durable (e.g. the API's metrics)
 
 # %% ../nbs/11_audit.ipynb #2d3d25b5
 def _dump(o) -> str:
@@ -84,6 +85,9 @@ def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
             self._commit(batch)
     finally: self._leader.release()
     if t.error is not None: raise AuditError(f'a prediction could not be recorded: {t.error}')
+    for f in self.observers:
+        try: f(rows)
+        except Exception: pass        # the rows are committed: an observer's failure must not turn the answer into a 503
 
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
