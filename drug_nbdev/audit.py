@@ -136,19 +136,12 @@ def _commit(self: AuditLog, tickets: list[_Ticket]) -> None:
 
 # %% ../nbs/11_audit.ipynb #8e836f7e
 @patch
-def flush(self: AuditLog) -> None:
-    "Nothing to wait for: every row is committed before `record` returns (kept for callers of the queued version)."
-    return None
-
-@patch
 def close(self: AuditLog) -> None:
     "Close the audit's connection (after the commit under way); later calls to `record` raise `AuditError`."
     if self._closed: return
     self._closed = True
     with self._leader:
         if self._conn is not None: self._conn.close(); self._conn = None
-
-AuditLog.log, AuditLog.log_many = AuditLog.record, AuditLog.record_many   # the names the queued version had
 
 # %% ../nbs/11_audit.ipynb #e6ebff1e
 @patch
