@@ -294,7 +294,7 @@ def create_app(predictor: Predictor | None = None,
 # %% ../nbs/13_api.ipynb #d9fdc684
 @api_route
 def _health(app):
-    @app.get('/health', responses=responses(400))
+    @app.get('/health')   # answers any Host and needs no token: nothing but 200
     def health():
         "Liveness and the served model version (never needs a token)."
         p = app.state.get_predictor()
