@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np, pandas as pd
 import sqlalchemy as sa
 from fastcore.basics import patch_to
-from .config import (COLUMNS, DTYPES, FEATURES, TARGET, ContractError, IngestLimits, ingest_limits,
+from .config import (CATEGORIES, COLUMNS, DTYPES, FEATURES, TARGET, ContractError, IngestLimits, ingest_limits,
                                validate_frame, project_root, utcnow)
 from .store import BlobStore, LocalStore, make_store
 from .db import ingested_files, patients, patient_sources, drug_summary, get_engine
@@ -419,80 +419,85 @@ def check_file(path, key: str | None = None, limits: IngestLimits | None = None)
         t = open_table(f, None, path.name, key, limits)
         return pd.concat(list(valid_chunks(t, limits))).reset_index(drop=True), t.format
 
-# %% ../nbs/03_ingest.ipynb #0dbb3787
-_KEYS = ['Drug', 'Sex', 'BP', 'Cholesterol']
+# %% ../nbs/03_ingest.ipynb #5bc29da7
+_CODED = ['Sex', 'BP', 'Cholesterol', 'Drug']      # after Na_to_K and Age, in the order of the unique index uq_patients_record
 
+def _record_codes(df: pd.DataFrame) -> np.ndarray:
+    "Age and the four categories of each canonical row of `df` as one integer that sorts as those five values do."
+    code = df['Age'].to_numpy(np.int64)
+    for c in _CODED:
+        levels = sorted(CATEGORIES[c])                  # codepoint order: SQLite's (binary) order of the same texts
+        k = pd.Categorical(df[c], categories=levels).codes
+        if (k < 0).any(): raise ValueError(f'{c}: a value outside {levels} reached staging unchecked')
+        code = code * len(levels) + k
+    return code
+
+# %% ../nbs/03_ingest.ipynb #01a403a6
+def _decoded_sql(code: str = 'record_code') -> dict:
+    "SQL expressions giving back Age and the four categories from the record code in the column `code`."
+    out, div = {}, 1
+    for c in reversed(_CODED):
+        levels = sorted(CATEGORIES[c])
+        out[c] = f'CASE ({code} / {div}) % {len(levels)} ' + ' '.join(f"WHEN {i} THEN '{v}'" for i, v in enumerate(levels)) + ' END'
+        div *= len(levels)
+    return {'Age': f'{code} / {div}', **out}
+
+# %% ../nbs/03_ingest.ipynb #0998e472
 class Staging:
     "A file's checked records on their way into SQL: bulk-loaded into a temporary table, merged in one transaction."
     def __init__(self, engine: sa.Engine):
         self.engine, self.conn, self.rows = engine, engine.connect(), 0
         self.dialect = engine.dialect.name
         self.name = f'stage_{uuid.uuid4().hex[:16]}'
-        self.table = sa.Table(self.name, sa.MetaData(), sa.Column('row_number', sa.Integer),
-                              *[sa.Column(c, patients.c[c].type) for c in COLUMNS], prefixes=['TEMPORARY'])
+        self.table = sa.Table(self.name, sa.MetaData(), sa.Column('row_number', sa.Integer), sa.Column('Na_to_K', sa.Float),
+                              sa.Column('record_code', sa.Integer), prefixes=['TEMPORARY'])
         if self.dialect == 'sqlite': self.conn.exec_driver_sql('PRAGMA cache_size = -65536')   # 64 MiB for the merge's lookups
         self.table.create(self.conn); self.conn.commit()
         self.q = lambda c: self.conn.dialect.identifier_preparer.quote(c)
 
-    def add(self, df: pd.DataFrame) -> None:
-        "Append the checked chunk `df` (index: the rows' numbers in the file)."
-        if self.dialect == 'postgresql':
-            buf = io.StringIO(); df[COLUMNS].to_csv(buf, header=False, index=True); buf.seek(0)
-            cols = ', '.join(map(self.q, ['row_number'] + COLUMNS))
-            sql = f'COPY {self.name} ({cols}) FROM STDIN WITH (FORMAT csv)'
-            with self.conn.connection.dbapi_connection.cursor() as cur:
-                if hasattr(cur, 'copy_expert'): cur.copy_expert(sql, buf)   # psycopg2 (postgresql+psycopg2://)
-                else:                                                      # psycopg 3 (a plain postgresql:// URL)
-                    with cur.copy(sql) as cp: cp.write(buf.getvalue())
-        elif self.dialect == 'sqlite':
-            self.conn.exec_driver_sql(f'INSERT INTO {self.name} VALUES (?, ?, ?, ?, ?, ?, ?)',
-                                      list(zip(df.index.tolist(), *[df[c].tolist() for c in COLUMNS])))
-            self.conn.commit()
-        else:
-            self.conn.execute(self.table.insert(), [dict(row_number=i, **r) for i, r in zip(df.index, df[COLUMNS].to_dict('records'))])
-            self.conn.commit()
-        self.rows += len(df)
-
-    def close(self) -> None:
-        "Drop the temporary table and give the connection back."
-        try:
-            if self.conn.in_transaction(): self.conn.rollback()
-            self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
-        except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
-        finally: self.conn.close()
-
-# %% ../nbs/03_ingest.ipynb #f15b9be3
+# %% ../nbs/03_ingest.ipynb #1fcab317
 @patch_to(Staging)
-def commit(self, sha: str, name: str, dataset: str, fmt: str, stored_path: str) -> int:
-    "Merge the staged records as the file `sha` in one transaction; the number of new records. IntegrityError: already ingested."
-    q, s, c = self.q, self.name, self.conn
-    cols = ', '.join(map(q, COLUMNS))
-    with c.begin():
-        c.execute(ingested_files.insert().values(sha256=sha, name=name[:500], dataset=dataset, format=fmt, rows=self.rows,
-                                                 stored_path=stored_path, ingested_at=utcnow()))
-        if self.dialect == 'postgresql': c.execute(sa.text('SELECT pg_advisory_xact_lock(720201)'))
-        order = ', '.join(map(q, ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug']))
-        pick = f'SELECT :sha, row_number, {cols} FROM {s} ORDER BY {order}, row_number'   # index order: no random writes
-        if self.dialect == 'sqlite': sql = f'INSERT OR IGNORE INTO patients (file_sha256, row_number, {cols}) {pick}'
-        elif self.dialect == 'postgresql': sql = f'INSERT INTO patients (file_sha256, row_number, {cols}) {pick} ON CONFLICT DO NOTHING'
-        else:
-            same = ' AND '.join(f'p.{q(k)} = t.{q(k)}' for k in COLUMNS)
-            sql = (f'INSERT INTO patients (file_sha256, row_number, {cols}) SELECT :sha, MIN(row_number), {cols} FROM {s} t '
-                   f'WHERE NOT EXISTS (SELECT 1 FROM patients p WHERE {same}) GROUP BY {cols}')
-        new = c.execute(sa.text(sql), {'sha': sha}).rowcount
-        on = ' AND '.join(f'p.{q(k)} = t.{q(k)}' for k in ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug'])
-        c.execute(sa.text(f'INSERT INTO patient_sources (file_sha256, row_number, patient_id) '
-                          f'SELECT :sha, t.row_number, p.id FROM {s} t JOIN patients p ON {on}'), {'sha': sha})
-        c.execute(ingested_files.update().where(ingested_files.c.sha256 == sha).values(new_records=new))
-        _add_to_summary(c, sha)
-    return new
+def add(self, df: pd.DataFrame) -> None:
+    "Append the checked chunk `df` (index: the rows' numbers in the file) as row number, Na_to_K and record code."
+    rows = pd.DataFrame({'row_number': df.index.to_numpy(np.int64), 'Na_to_K': df['Na_to_K'].to_numpy(np.float64),
+                         'record_code': _record_codes(df)})
+    if self.dialect == 'postgresql':
+        buf = io.StringIO(); rows.to_csv(buf, header=False, index=False); buf.seek(0)
+        sql = f'COPY {self.name} (row_number, {self.q("Na_to_K")}, record_code) FROM STDIN WITH (FORMAT csv)'
+        with self.conn.connection.dbapi_connection.cursor() as cur:
+            if hasattr(cur, 'copy_expert'): cur.copy_expert(sql, buf)   # psycopg2 (postgresql+psycopg2://)
+            else:                                                      # psycopg 3 (a plain postgresql:// URL)
+                with cur.copy(sql) as cp: cp.write(buf.getvalue())
+    elif self.dialect == 'sqlite':
+        self.conn.exec_driver_sql(f'INSERT INTO {self.name} VALUES (?, ?, ?)',
+                                  list(zip(rows.row_number.tolist(), rows.Na_to_K.tolist(), rows.record_code.tolist())))
+        self.conn.commit()
+    else:
+        self.conn.execute(self.table.insert(), rows.to_dict('records')); self.conn.commit()
+    self.rows += len(df)
+
+# %% ../nbs/03_ingest.ipynb #42d67d68
+@patch_to(Staging)
+def close(self) -> None:
+    "Drop the temporary table and give the connection back."
+    try:
+        if self.conn.in_transaction(): self.conn.rollback()
+        self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
+    except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
+    finally: self.conn.close()
+
+# %% ../nbs/03_ingest.ipynb #5fa07612
+_KEYS = ['Drug', 'Sex', 'BP', 'Cholesterol']
 
 def _add_to_summary(conn, sha: str) -> None:
     "Add the records file `sha` brought first to `drug_summary` (inside the caller's transaction and lock)."
     p, d = patients.c, drug_summary.c
+    first = conn.execute(sa.select(sa.func.min(p.id)).where(p.file_sha256 == sha)).scalar()
+    if first is None: return                            # no new record
+    # under the merge's lock every id from `first` on is this file's: a range scan, not one index lookup per record
     groups = conn.execute(sa.select(*[p[k] for k in _KEYS], sa.func.count(), sa.func.sum(p.Age), sa.func.min(p.Age),
                                     sa.func.max(p.Age), sa.func.sum(p.Na_to_K), sa.func.min(p.Na_to_K), sa.func.max(p.Na_to_K))
-                          .where(p.file_sha256 == sha).group_by(*[p[k] for k in _KEYS]).order_by(*[p[k] for k in _KEYS])).all()
+                          .where(p.id >= first).group_by(*[p[k] for k in _KEYS]).order_by(*[p[k] for k in _KEYS])).all()
     for *key, n, age_sum, age_min, age_max, nk_sum, nk_min, nk_max in groups:
         where = sa.and_(*[d[k] == v for k, v in zip(_KEYS, key)])
         old = conn.execute(sa.select(drug_summary).where(where)).first()
@@ -505,6 +510,36 @@ def _add_to_summary(conn, sha: str) -> None:
                 n=total, age_mean=(old.age_mean * old.n + float(age_sum)) / total, age_min=min(old.age_min, age_min),
                 age_max=max(old.age_max, age_max), na_to_k_mean=(old.na_to_k_mean * old.n + float(nk_sum)) / total,
                 na_to_k_min=min(old.na_to_k_min, nk_min), na_to_k_max=max(old.na_to_k_max, nk_max)))
+
+# %% ../nbs/03_ingest.ipynb #080671bf
+@patch_to(Staging)
+def commit(self, sha: str, name: str, dataset: str, fmt: str, stored_path: str) -> int:
+    "Merge the staged records as the file `sha` in one transaction; the number of new records. IntegrityError: already ingested."
+    q, s, c = self.q, self.name, self.conn
+    nk, cols = q('Na_to_K'), ', '.join(map(q, COLUMNS))
+    record = {**_decoded_sql('t.record_code'), 'Na_to_K': f't.{nk}'}
+    values = ', '.join(record[k] for k in COLUMNS)
+    order = f't.{nk}, t.record_code, t.row_number'                       # = uq_patients_record's order, then the file's
+    if self.dialect == 'sqlite':                                           # sorted once, before the write lock is taken
+        c.exec_driver_sql(f'CREATE INDEX {s}_order ON {s} ({nk}, record_code, row_number)'); c.commit()
+    with c.begin():
+        c.execute(ingested_files.insert().values(sha256=sha, name=name[:500], dataset=dataset, format=fmt, rows=self.rows,
+                                                 stored_path=stored_path, ingested_at=utcnow()))
+        if self.dialect == 'postgresql': c.execute(sa.text('SELECT pg_advisory_xact_lock(720201)'))
+        if self.dialect in ('sqlite', 'postgresql'):
+            sql = (f'INSERT INTO patients (file_sha256, row_number, {cols}) SELECT :sha, t.row_number, {values} FROM {s} t '
+                   f'WHERE true ORDER BY {order} ON CONFLICT DO NOTHING')
+        else:
+            same = ' AND '.join(f'p.{q(k)} = {record[k]}' for k in COLUMNS)
+            sql = (f'INSERT INTO patients (file_sha256, row_number, {cols}) SELECT :sha, MIN(t.row_number), {values} FROM {s} t '
+                   f'WHERE NOT EXISTS (SELECT 1 FROM patients p WHERE {same}) GROUP BY t.{nk}, t.record_code')
+        new = c.execute(sa.text(sql), {'sha': sha}).rowcount
+        on = ' AND '.join(f'p.{q(k)} = {record[k]}' for k in COLUMNS)
+        c.execute(sa.text(f'INSERT INTO patient_sources (file_sha256, row_number, patient_id) '
+                          f'SELECT :sha, t.row_number, p.id FROM {s} t JOIN patients p ON {on} ORDER BY {order}'), {'sha': sha})
+        c.execute(ingested_files.update().where(ingested_files.c.sha256 == sha).values(new_records=new))
+        _add_to_summary(c, sha)
+    return new
 
 # %% ../nbs/03_ingest.ipynb #30716161
 @dataclass
