@@ -473,6 +473,16 @@ class Staging:
         self.table.create(self.conn); self.conn.commit()
         self.q = lambda c: self.conn.dialect.identifier_preparer.quote(c)
 
+# %% ../nbs/03_ingest.ipynb #42d67d68
+@patch_to(Staging)
+def close(self) -> None:
+    "Drop the temporary table and give the connection back."
+    try:
+        if self.conn.in_transaction(): self.conn.rollback()
+        self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
+    except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
+    finally: self.conn.close()
+
 # %% ../nbs/03_ingest.ipynb #1fcab317
 @patch_to(Staging)
 def add(self, df: pd.DataFrame) -> None:
@@ -493,16 +503,6 @@ def add(self, df: pd.DataFrame) -> None:
     else:
         self.conn.execute(self.table.insert(), rows.to_dict('records')); self.conn.commit()
     self.rows += len(df)
-
-# %% ../nbs/03_ingest.ipynb #42d67d68
-@patch_to(Staging)
-def close(self) -> None:
-    "Drop the temporary table and give the connection back."
-    try:
-        if self.conn.in_transaction(): self.conn.rollback()
-        self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
-    except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
-    finally: self.conn.close()
 
 # %% ../nbs/03_ingest.ipynb #5fa07612
 _KEYS = ['Drug', 'Sex', 'BP', 'Cholesterol']
