@@ -512,10 +512,12 @@ def _add_to_summary(conn, sha: str) -> None:
     p, d = patients.c, drug_summary.c
     first = conn.execute(sa.select(sa.func.min(p.id)).where(p.file_sha256 == sha)).scalar()
     if first is None: return                            # no new record
-    # under the merge's lock every id from `first` on is this file's: a range scan, not one index lookup per record
+    # the file's new ids are one range from `first` on (SQLite's write lock is held): read as a range of the primary key,
+    # not through the file index, a lookup per row — given both conditions SQLite picks the index. Elsewhere, both.
+    mine = p.id >= first if conn.dialect.name == 'sqlite' else sa.and_(p.id >= first, p.file_sha256 == sha)
     groups = conn.execute(sa.select(*[p[k] for k in _KEYS], sa.func.count(), sa.func.sum(p.Age), sa.func.min(p.Age),
                                     sa.func.max(p.Age), sa.func.sum(p.Na_to_K), sa.func.min(p.Na_to_K), sa.func.max(p.Na_to_K))
-                          .where(p.id >= first).group_by(*[p[k] for k in _KEYS]).order_by(*[p[k] for k in _KEYS])).all()
+                          .where(mine).group_by(*[p[k] for k in _KEYS]).order_by(*[p[k] for k in _KEYS])).all()
     for *key, n, age_sum, age_min, age_max, nk_sum, nk_min, nk_max in groups:
         where = sa.and_(*[d[k] == v for k, v in zip(_KEYS, key)])
         old = conn.execute(sa.select(drug_summary).where(where)).first()
