@@ -135,7 +135,7 @@ def _csv_table(f, name: str, limits: IngestLimits) -> Table:
 def _parquet_table(f, name: str, limits: IngestLimits) -> Table:
     import pyarrow.parquet as pq
     try:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, pre_buffer=False)        # pre-buffering reads every row group's bytes up front: memory grew with the file
         md, schema = pf.metadata, pf.schema_arrow
     except Exception as e:
         raise ContractError(f'{show_name(name)}: unreadable Parquet file (truncated or corrupt): {str(e)[:200]}') from None
