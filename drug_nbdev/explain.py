@@ -4,8 +4,7 @@
 
 # %% ../nbs/09_explain.ipynb #e7b3d00f
 from __future__ import annotations
-import json, threading, time, weakref
-from pathlib import Path
+import threading, weakref
 import numpy as np, pandas as pd
 from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, TARGET, ContractError, validate_frame
 from .testing import synthetic_patients
