@@ -184,6 +184,9 @@ def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None 
         for c in others: res[c] = df[c]
     return res
 
+# %% ../nbs/00_config.ipynb #5cf7ee05
+EXAMPLE_PATIENT = {'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}
+
 # %% ../nbs/00_config.ipynb #afd8e65c
 def validate_record(rec: dict, target: bool | None = False) -> dict:
     "The canonical form of one patient record `rec`, or `ContractError` naming each bad field."
@@ -199,9 +202,6 @@ def validate_record(rec: dict, target: bool | None = False) -> dict:
     if problems:
         raise ContractError('; '.join(f"{p['column']}: {p['problem']}" for p in problems), problems)
     return out
-
-# %% ../nbs/00_config.ipynb #5cf7ee05
-EXAMPLE_PATIENT = {'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}
 
 # %% ../nbs/00_config.ipynb #9dfdb822
 def utcnow() -> datetime:
