@@ -146,8 +146,13 @@ def _check_column(c: str, s: pd.Series):
 # %% ../nbs/00_config.ipynb #d3909ebe
 _MAX_KEPT = 1000                                    # problems kept per column on the exception (the count is exact)
 
-def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None = True,
-                   extra: str = 'error', max_problems: int = 10, first_row: int = 1) -> pd.DataFrame:
+def validate_frame(df: pd.DataFrame, # the table to check
+                   source: str = 'input', # where it came from (a file name): every message starts with it
+                   target: bool | None = True, # the Drug column: True required, None checked when present, False ignored
+                   extra: str = 'error', # columns outside the contract: 'error' refuses them, anything else keeps them untouched
+                   max_problems: int = 10, # problems spelled out in the message; all are counted
+                   first_row: int = 1 # the number of `df`'s first row, for a file checked chunk by chunk
+                  ) -> pd.DataFrame:
     "A canonical copy of `df` checked against the data contract, or `ContractError` naming every problem."
     if not isinstance(df, pd.DataFrame): raise ContractError(f'{source}: expected a table, got {type(df).__name__}')
     cols = [str(c) for c in df.columns]

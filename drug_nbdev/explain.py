@@ -138,8 +138,12 @@ def _decode(Z: np.ndarray) -> pd.DataFrame:
                          for j, c in enumerate(FEATURES)})
 
 # %% ../nbs/09_explain.ipynb #48d3cc7d
-def permutation_contributions(model, X: pd.DataFrame, background: pd.DataFrame, seed: int = 0,
-                              max_evals: int = 200) -> np.ndarray:
+def permutation_contributions(model, # a registered model (anything with `predict_proba` on the five fields)
+                              X: pd.DataFrame, # canonical patients to explain
+                              background: pd.DataFrame, # patients standing for an "absent" field (at most 50 are used)
+                              seed: int = 0, # seed of the background sample and of the permutations
+                              max_evals: int = 200 # model evaluations per patient
+                             ) -> np.ndarray:
     "Model-agnostic SHAP values of patients `X` on the five fields: shape (rows, FEATURES, classes)."
     import shap
     bg = background[FEATURES].sample(min(len(background), 50), random_state=seed) if len(background) > 50 else background[FEATURES]
@@ -148,7 +152,11 @@ def permutation_contributions(model, X: pd.DataFrame, background: pd.DataFrame, 
     return np.asarray(explainer(_codes(X[FEATURES]), max_evals=max_evals, silent=True).values).reshape(len(X), len(FEATURES), -1)
 
 # %% ../nbs/09_explain.ipynb #ef338d2d
-def contributions(model, X: pd.DataFrame, background: pd.DataFrame | None = None, seed: int = 0) -> np.ndarray:
+def contributions(model, # a registered model
+                  X: pd.DataFrame, # canonical patients to explain
+                  background: pd.DataFrame | None = None, # for a model without trees: patients standing for an "absent" field (default: 50 synthetic ones)
+                  seed: int = 0 # seed of the permutation explainer
+                 ) -> np.ndarray:
     "SHAP values of patients `X` summed to the five fields, (rows, FEATURES, classes): exact for trees, permutation otherwise."
     X = X[FEATURES]
     ts = tree_shap(model)
@@ -166,7 +174,11 @@ def factors_from(contrib: np.ndarray, record: dict, k: int = 3) -> list[dict]:
     return [dict(feature=FEATURES[j], value=_plain(record[FEATURES[j]]), contribution=round(float(contrib[j]), 4)) for j in order]
 
 # %% ../nbs/09_explain.ipynb #a9ae86c7
-def top_factors(model, record_df: pd.DataFrame, k: int = 3, background: pd.DataFrame | None = None) -> list[dict]:
+def top_factors(model, # a registered model
+                record_df: pd.DataFrame, # one patient, as a one-row table (validated here)
+                k: int = 3, # how many fields to return
+                background: pd.DataFrame | None = None # see `contributions`
+               ) -> list[dict]:
     "The `k` fields that moved one patient's predicted drug most: [{feature, value, contribution}], largest first."
     if not isinstance(record_df, pd.DataFrame) or len(record_df) != 1:
         raise ContractError('top_factors: expected a table with exactly one patient')
@@ -219,7 +231,12 @@ class _ProbaClassifier:
     def predict(self, X): return np.asarray(self.model.classes)[np.argmax(self.model.predict_proba(X[FEATURES]), axis=1)]
 
 # %% ../nbs/09_explain.ipynb #a8b180cf
-def permutation_table(model, X: pd.DataFrame, y, seed: int = 0, n_repeats: int = 10) -> pd.DataFrame:
+def permutation_table(model, # a registered model
+                      X: pd.DataFrame, # held-out patients
+                      y, # their recorded drugs
+                      seed: int = 0, # seed of the shuffles
+                      n_repeats: int = 10 # shuffles per field
+                     ) -> pd.DataFrame:
     "Drop in accuracy when each field is shuffled (mean, std over `n_repeats`), largest first."
     from sklearn.inspection import permutation_importance
     from sklearn.metrics import accuracy_score

@@ -187,7 +187,11 @@ def clean_leftovers(models_dir=None) -> list[str]:
     return removed
 
 # %% ../nbs/08_registry.ipynb #b3ce5187
-def register_model(estimator, meta: dict, models_dir=None, make_current: bool = True) -> str:
+def register_model(estimator, # a fitted pipeline or KerasDrugClassifier (or a grid search holding one)
+                   meta: dict, # metrics.json's contents: name, params, metrics, input_ranges, trained_at, data_sha256, n_train…
+                   models_dir=None, # the registry folder (default: the settings')
+                   make_current: bool = True # promote the new version at once
+                  ) -> str:
     "Write fitted `estimator` with `meta` as a new version folder (checksummed, flushed, renamed into place); its version."
     import skops.io as sio
     root = registry_dir(models_dir); root.mkdir(parents=True, exist_ok=True)
