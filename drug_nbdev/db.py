@@ -15,7 +15,7 @@ __all__ = ['metadata', 'ingested_files', 'patients', 'patient_sources', 'drug_su
 
 # %% ../nbs/02_db.ipynb #ac6ede3f
 metadata = sa.MetaData()
-_in = lambda col, vals: sa.CheckConstraint(sa.column(col).in_(vals), name=f'ck_{col.lower()}')
+_one_of = lambda col, vals: sa.CheckConstraint(sa.column(col).in_(vals), name=f'ck_{col.lower()}')
 
 # %% ../nbs/02_db.ipynb #c6997b04
 ingested_files = sa.Table('ingested_files', metadata,
@@ -40,8 +40,8 @@ patients = sa.Table('patients', metadata,
     sa.Column('Na_to_K', sa.Float, nullable=False),
     sa.Column('Drug', sa.String(5), nullable=False),
     sa.UniqueConstraint('Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug', name='uq_patients_record'),
-    _in('Sex', ['F', 'M']), _in('BP', ['HIGH', 'LOW', 'NORMAL']), _in('Cholesterol', ['HIGH', 'NORMAL']),
-    _in('Drug', ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']))
+    _one_of('Sex', ['F', 'M']), _one_of('BP', ['HIGH', 'LOW', 'NORMAL']), _one_of('Cholesterol', ['HIGH', 'NORMAL']),
+    _one_of('Drug', ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']))
 
 # %% ../nbs/02_db.ipynb #cf013444
 patient_sources = sa.Table('patient_sources', metadata,      # no key of its own: a file is ingested once, so (file, row) is unique
