@@ -40,10 +40,18 @@ class BlobStore:
     def put(self, name: str, data: bytes | io.BufferedIOBase, metadata: dict | None = None) -> bool:
         "Store `data` (bytes, or a binary file read from its start in chunks) as `name` unless it exists; True when this call wrote it."
         raise NotImplementedError
-    def exists(self, name: str) -> bool: raise NotImplementedError
-    def get(self, name: str) -> bytes: raise NotImplementedError
-    def metadata(self, name: str) -> dict: raise NotImplementedError
-    def list(self, prefix: str = '') -> list[str]: raise NotImplementedError
+    def exists(self, name: str) -> bool:
+        "Whether the blob `name` is stored, with its metadata."
+        raise NotImplementedError
+    def get(self, name: str) -> bytes:
+        "The bytes of `name`, checked against their MD5 (IOError when they differ)."
+        raise NotImplementedError
+    def metadata(self, name: str) -> dict:
+        "The metadata `name` was stored with, and its `content_md5`."
+        raise NotImplementedError
+    def list(self, prefix: str = '') -> list[str]:
+        "The names of the stored blobs starting with `prefix`, sorted."
+        raise NotImplementedError
 
 # %% ../nbs/01_store.ipynb #fcc3ae59
 class LocalStore(BlobStore):
