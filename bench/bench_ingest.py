@@ -74,6 +74,7 @@ def main():
     ap.add_argument('--no-bare', action='store_true', help='skip the bare pandas + SQLite comparison')
     a = ap.parse_args()
     print(f'bench_ingest: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start')
+    peaks = {}
     for n in a.rows:
         for fmt in a.formats:
             tmp = Path(tempfile.mkdtemp(prefix='drug_bench_ingest_'))
@@ -82,6 +83,7 @@ def main():
                 # written by a child: ru_maxrss counts a forked child's pages before exec, so this process stays small
                 run(f'import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from bench_ingest import write; write(sys.argv[1], int(sys.argv[2]))', src, n)
                 dt, peak = run(INGEST, src, tmp/'lake', tmp/'db.sqlite')
+                peaks[fmt, n] = peak
                 line = (f'  ingest {n:>10,} rows from {fmt:<7} ({src.stat().st_size / 2**20:,.0f} MiB): {dt:6.2f} s, '
                         f'{n / dt:>9,.0f} rows/s, peak {peak:,.0f} MiB')
                 if not a.no_bare:
@@ -90,6 +92,10 @@ def main():
                 print(line, flush=True)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+    for fmt in a.formats:                              # the goal: a peak flat in the number of rows
+        sizes = sorted(n for f, n in peaks if f == fmt)
+        if len(sizes) > 1:
+            print(f'  peak {fmt}: {sizes[-1]:,} rows / {sizes[0]:,} rows = ×{peaks[fmt, sizes[-1]] / peaks[fmt, sizes[0]]:.2f}')
     print(f'load average {os.getloadavg()[0]:.2f} at end')
 
 
