@@ -10,12 +10,13 @@ import hashlib, json, os, secrets, shutil, subprocess, time
 from pathlib import Path
 import pytest, requests
 from conftest import ROOT, free_port
+from drug_nbdev.testing import EXAMPLE_PATIENT
 
 pytestmark = pytest.mark.slow
 CONF = ROOT/'deploy'/'containers.conf'
 # one tag per checkout: the layer cache is reused between runs, and two checkouts on one machine do not collide
 PREFIX = 'localhost/drug-nbdev-test-' + hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
-SEED = {'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}
+SEED = EXAMPLE_PATIENT          # the architecture's patient: every sound model answers DrugY
 
 
 def _env() -> dict:
