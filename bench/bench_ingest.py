@@ -10,7 +10,6 @@ executemany inserts it — in another child, and the ratio printed. Goals on the
 """
 import argparse, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
-import numpy as np, pandas as pd
 
 from common import PY
 
@@ -34,21 +33,13 @@ con.commit()
 """
 
 
-def patients(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
-                       'BP': rng.choice(['HIGH', 'LOW', 'NORMAL'], n), 'Cholesterol': rng.choice(['HIGH', 'NORMAL'], n),
-                       'Na_to_K': rng.uniform(6.3, 38.2, n).round(3)})
-    return df.assign(Drug=np.select([df.Na_to_K > 15, df.BP.eq('HIGH') & (df.Age <= 50), df.BP.eq('HIGH'),
-                                     df.BP.eq('LOW') & df.Cholesterol.eq('HIGH')], ['DrugY', 'drugA', 'drugB', 'drugC'], 'drugX'))
-
-
 def write(src: str, n: int) -> None:
     "Write `n` synthetic patients to `src` (.csv or .parquet), a million at a time."
     import pyarrow as pa, pyarrow.parquet as pq
+    from drug_nbdev.testing import synthetic_patients
     w = None
     for i, s in enumerate(range(0, n, 1_000_000)):
-        part = patients(min(1_000_000, n - s), seed=i)
+        part = synthetic_patients(min(1_000_000, n - s), seed=i)
         if src.endswith('.csv'): part.to_csv(src, mode='a', header=i == 0, index=False)
         else:
             t = pa.Table.from_pandas(part, preserve_index=False)
