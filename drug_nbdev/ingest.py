@@ -443,6 +443,7 @@ _CODED = ['Sex', 'BP', 'Cholesterol', 'Drug']      # after Na_to_K and Age, in t
 def _record_codes(df: pd.DataFrame) -> np.ndarray:
     "Age and the four categories of each canonical row of `df` as one integer that sorts as those five values do."
     code = df['Age'].to_numpy(np.int64)
+    if (code < 0).any(): raise ValueError('Age: a negative age reached staging unchecked')   # SQL's / and % would not decode it
     for c in _CODED:
         levels = sorted(CATEGORIES[c])                  # codepoint order: SQLite's (binary) order of the same texts
         k = pd.Categorical(df[c], categories=levels).codes
