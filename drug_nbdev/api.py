@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import numpy as np, pandas as pd
 from .config import (FEATURES, DRUGS, CATEGORIES, AGE_MIN, AGE_MAX, NA_TO_K_MAX, EXAMPLE_PATIENT, ContractError,
                                get_settings, utcnow, read_api_tokens, default_allowed_hosts, host_allowed,
-                               make_token_file)
+                               make_token_file, read_token_file)
 from .predictor import Predictor
 from .audit import AuditError
 from .query import parse_query, QueryError
@@ -220,7 +220,7 @@ def api_route(add):
 _bearer = HTTPBearer(auto_error=False, scheme_name='bearer',
                      description='an API token (DRUG_NBDEV_API_TOKEN[S], or the one `drug-nbdev serve` made: `drug-nbdev token`)')
 
-def require_token(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+async def require_token(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
     "The name of the caller's token; 401 without a valid one."
     name = token_name(creds.credentials if creds else None, request.app.state.tokens)
     if name is None:
@@ -228,7 +228,7 @@ def require_token(request: Request, creds: HTTPAuthorizationCredentials | None =
                             headers={'WWW-Authenticate': 'Bearer'})
     return name
 
-def caller_of(request: Request) -> str | None:
+async def caller_of(request: Request) -> str | None:
     "The name of the caller's token when it sent one (401 for a wrong one), else None (loopback only: `Guard` requires it publicly)."
     h = request.headers.get('authorization')
     if h is None: return None
@@ -303,12 +303,14 @@ def _health(app):
 # %% ../nbs/13_api.ipynb #78d6bed0
 @api_route
 def _predict(app):
-    P = app.state.get_predictor
+    served = app.state.get_predictor
     @app.post('/predict', responses=responses(400, 413, 422, 503, public=app.state.public))
-    def predict(patient: Patient, caller: str | None = Depends(caller_of)):
+    async def predict(patient: Patient, caller: str | None = Depends(caller_of)):
         "One patient's recommended drug, its probabilities, warnings and top factors (answered once audited)."
-        # a ready JSONResponse skips FastAPI's jsonable_encoder walk: the dict already holds only JSON types
-        return JSONResponse({**P().predict(patient.model_dump(), channel='api', caller=caller), 'status': 'success'})
+        # on the event loop: the forest answers in a fraction of a millisecond and the audit commit is awaited, not
+        # waited for in a pool thread; a ready JSONResponse skips FastAPI's jsonable_encoder walk (only JSON types here)
+        out = await served().predict_async(patient.model_dump(), channel='api', caller=caller)
+        return JSONResponse({**out, 'status': 'success'})
 
 # %% ../nbs/13_api.ipynb #ff3c739c
 @api_route

@@ -237,7 +237,7 @@ class Settings:
     api_tokens_file: Path | None = None
     api_token_file: Path | None = None
     allowed_hosts: tuple[str, ...] | None = None
-    audit_sync: str = 'full'
+    audit_sync: str = 'normal'
 
 def get_settings() -> Settings:
     "Settings read from the environment now (see the table above for the defaults)."
@@ -253,7 +253,7 @@ def get_settings() -> Settings:
                     api_token_file=p('DRUG_NBDEV_API_TOKEN_FILE', 'data/.api_token'),
                     allowed_hosts=tuple(h.strip().lower() for h in e['DRUG_NBDEV_ALLOWED_HOSTS'].split(',') if h.strip())
                                   if e.get('DRUG_NBDEV_ALLOWED_HOSTS') else None,
-                    audit_sync=(e.get('DRUG_NBDEV_AUDIT_SYNC') or 'full').strip().lower())
+                    audit_sync=(e.get('DRUG_NBDEV_AUDIT_SYNC') or 'normal').strip().lower())
 
 # %% ../nbs/00_config.ipynb #28ad77fe
 MIN_TOKEN_LENGTH = 12
