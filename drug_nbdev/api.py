@@ -18,7 +18,7 @@ from .query import parse_query, QueryError
 # %% auto #0
 __all__ = ['MAX_BATCH', 'MAX_BODY', 'MAX_BATCH_BODY', 'WholeNumber', 'MAX_ERRORS', 'API_ROUTES', 'Patient', 'QueryIn', 'ErrorOut',
            'RetrainIn', 'token_name', 'bearer_secret', 'Guard', 'RetrainJobs', 'api_route', 'require_token',
-           'caller_of', 'responses', 'create_app', 'is_loopback', 'instrument', 'serve_main']
+           'caller_of', 'responses', 'add_error_handlers', 'create_app', 'is_loopback', 'instrument', 'serve_main']
 
 # %% ../nbs/13_api.ipynb #3f5f30c7
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request, status
@@ -217,6 +217,7 @@ def api_route(add):
     API_ROUTES.append(add)
     return add
 
+# %% ../nbs/13_api.ipynb #15194ff8
 _bearer = HTTPBearer(auto_error=False, scheme_name='bearer',
                      description='an API token (DRUG_NBDEV_API_TOKEN[S], or the one `drug-nbdev serve` made: `drug-nbdev token`)')
 
@@ -228,6 +229,7 @@ async def require_token(request: Request, creds: HTTPAuthorizationCredentials | 
                             headers={'WWW-Authenticate': 'Bearer'})
     return name
 
+# %% ../nbs/13_api.ipynb #62b5a3c2
 async def caller_of(request: Request) -> str | None:
     "The name of the caller's token when it sent one (401 for a wrong one), else None (loopback only: `Guard` requires it publicly)."
     h = request.headers.get('authorization')
@@ -237,6 +239,7 @@ async def caller_of(request: Request) -> str | None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, 'the bearer token is not valid', headers={'WWW-Authenticate': 'Bearer'})
     return name
 
+# %% ../nbs/13_api.ipynb #fca54f22
 def responses(*codes: int, public: bool = False) -> dict:
     "OpenAPI `responses` for the error `codes` an operation can answer; `public` adds 401 (every endpoint but /health needs a token)."
     why = {400: 'the Host header is not one of the server\'s names, or the body could not be read',
@@ -245,30 +248,9 @@ def responses(*codes: int, public: bool = False) -> dict:
            503: 'the prediction could not be recorded in the audit trail, so it is not given'}
     return {c: {'model': ErrorOut, 'description': why[c]} for c in sorted({*codes, *([401] if public else [])})}
 
-# %% ../nbs/13_api.ipynb #a30b7a59
-def create_app(predictor: Predictor | None = None,
-               tokens: dict[str, str] | None = None,      # name -> secret (default: `read_api_tokens()`)
-               public: bool = False,                      # listening beyond loopback: every endpoint but /health needs a token
-               allowed_hosts: tuple[str, ...] | None = None   # Host names (default: settings, else loopback's)
-              ) -> FastAPI:
-    "The REST API around `predictor` (loaded from the registry at startup when None)."
-    from contextlib import asynccontextmanager
-    state = {'predictor': predictor}
-
-    @asynccontextmanager
-    async def lifespan(app):
-        if state['predictor'] is None: state['predictor'] = Predictor()
-        yield
-        state['predictor'].close()
-
-    app = FastAPI(title='drug_nbdev', version='1.0', lifespan=lifespan,
-                  description='Recommends a drug (DrugY, drugA, drugB, drugC, drugX) from Age, Sex, BP, Cholesterol and Na_to_K.')
-    app.state.get_predictor = lambda: state['predictor']
-    app.state.jobs, app.state.public = RetrainJobs(app.state.get_predictor), public
-    app.state.tokens = read_api_tokens() if tokens is None else dict(tokens)
-    hosts = allowed_hosts or get_settings().allowed_hosts or default_allowed_hosts('127.0.0.1')
-    app.add_middleware(Guard, allowed_hosts=hosts, tokens=app.state.tokens, public=public)
-
+# %% ../nbs/13_api.ipynb #ad03d07d
+def add_error_handlers(app: FastAPI) -> None:
+    "Answer invalid bodies, HTTP errors, contract errors and unrecorded predictions with an `ErrorOut` body."
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError):
         errs = exc.errors()
@@ -288,6 +270,30 @@ def create_app(predictor: Predictor | None = None,
     async def _unrecorded(request: Request, exc: AuditError):
         return _error(f'{exc}; the prediction is not given — try again shortly', [], 503, headers={'Retry-After': '5'})
 
+# %% ../nbs/13_api.ipynb #a30b7a59
+def create_app(predictor: Predictor | None = None,
+               tokens: dict[str, str] | None = None,      # name -> secret (default: `read_api_tokens()`)
+               public: bool = False,                      # listening beyond loopback: every endpoint but /health needs a token
+               allowed_hosts: tuple[str, ...] | None = None   # Host names (default: settings, else loopback's)
+              ) -> FastAPI:
+    "The REST API around `predictor` (loaded from the registry at startup when None)."
+    from contextlib import asynccontextmanager
+    state = {'predictor': predictor}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if state['predictor'] is None: state['predictor'] = Predictor()
+        yield
+        state['predictor'].close()
+
+    app = FastAPI(title='drug_nbdev', version='1.0', lifespan=lifespan,
+                  description='Recommends a drug (DrugY, drugA, drugB, drugC, drugX) from Age, Sex, BP, Cholesterol and Na_to_K.')
+    app.state.get_predictor = lambda: state['predictor']      # the predictor serving now (None before startup)
+    app.state.jobs, app.state.public = RetrainJobs(app.state.get_predictor), public
+    app.state.tokens = read_api_tokens() if tokens is None else dict(tokens)
+    hosts = allowed_hosts or get_settings().allowed_hosts or default_allowed_hosts('127.0.0.1')
+    app.add_middleware(Guard, allowed_hosts=hosts, tokens=app.state.tokens, public=public)
+    add_error_handlers(app)
     for add in API_ROUTES: add(app)
     return app
 
@@ -303,24 +309,22 @@ def _health(app):
 # %% ../nbs/13_api.ipynb #78d6bed0
 @api_route
 def _predict(app):
-    served = app.state.get_predictor
     @app.post('/predict', responses=responses(400, 413, 422, 503, public=app.state.public))
     async def predict(patient: Patient, caller: str | None = Depends(caller_of)):
         "One patient's recommended drug, its probabilities, warnings and top factors (answered once audited)."
         # on the event loop: the forest answers in a fraction of a millisecond and the audit commit is awaited, not
         # waited for in a pool thread; a ready JSONResponse skips FastAPI's jsonable_encoder walk (only JSON types here)
-        out = await served().predict_async(patient.model_dump(), channel='api', caller=caller)
+        out = await app.state.get_predictor().predict_async(patient.model_dump(), channel='api', caller=caller)
         return JSONResponse({**out, 'status': 'success'})
 
 # %% ../nbs/13_api.ipynb #ff3c739c
 @api_route
 def _predict_batch(app):
-    P = app.state.get_predictor
     @app.post('/predict/batch', responses=responses(400, 413, 422, 503, public=app.state.public))
     def predict_batch(patients: Annotated[list[Patient], Field(min_length=1, max_length=MAX_BATCH)],
                       caller: str | None = Depends(caller_of)):
         "Many patients at once (at most 10 000): one prediction and its probabilities each (answered once audited)."
-        p = P()
+        p = app.state.get_predictor()
         df = pd.DataFrame([x.model_dump() for x in patients])
         out = p.predict_frame(df, channel='batch', source='request', caller=caller)
         probs = out[[f'proba_{d}' for d in p.model.classes]].to_numpy().round(6)
@@ -331,21 +335,19 @@ def _predict_batch(app):
 # %% ../nbs/13_api.ipynb #36f360eb
 @api_route
 def _query(app):
-    P = app.state.get_predictor
     @app.post('/query', responses=responses(400, 413, 422, 503, public=app.state.public))
     def query(q: QueryIn, caller: str | None = Depends(caller_of)):
         "A sentence stating the five fields, read by parse_query, then predicted (422 names the missing fields)."
         rec = parse_query(q.text)
-        return {**P().predict(rec, channel='query', caller=caller), 'query': q.text, 'status': 'success'}
+        return {**app.state.get_predictor().predict(rec, channel='query', caller=caller), 'query': q.text, 'status': 'success'}
 
 # %% ../nbs/13_api.ipynb #cb7621a4
 @api_route
 def _model_info(app):
-    P = app.state.get_predictor
     @app.get('/model/info', responses=responses(400, public=app.state.public))
     def model_info():
         "The served model: type, version, classes, features, metrics, trained_at."
-        return P().info()
+        return app.state.get_predictor().info()
 
 # %% ../nbs/13_api.ipynb #27ced728
 @api_route
