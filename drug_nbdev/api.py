@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_api.ipynb #2a9caac3
 from __future__ import annotations
-import hashlib, ipaddress, json, math, os, secrets, sys, threading, uuid
+import hashlib, ipaddress, json, math, os, secrets, signal, sys, threading, uuid
 from pathlib import Path
 from typing import Annotated, Literal
 import numpy as np, pandas as pd
@@ -445,6 +445,8 @@ def instrument(app: FastAPI) -> None:
         return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
 
 # %% ../nbs/13_api.ipynb #19bb33f9
+def _exit_cleanly(signum, frame): raise SystemExit(0)
+
 def serve_main(host: str = '127.0.0.1', port: int = 8000, allowed_hosts: tuple[str, ...] | None = None) -> int:
     "Serve the REST API with uvicorn on host:port; exit code (2 when the tokens are malformed, or missing for a public bind)."
     s = get_settings()
@@ -469,6 +471,9 @@ def serve_main(host: str = '127.0.0.1', port: int = 8000, allowed_hosts: tuple[s
               f'`drug-nbdev token` prints it).\n    POST /retrain needs it: Authorization: Bearer {made}', file=sys.stderr)
     print(f'serving model {app.state.get_predictor().version} on http://{host}:{port} (docs at /docs; '
           f'Host names: {", ".join(hosts)})', file=sys.stderr)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn re-raises SIGTERM once it has shut down gracefully; ending through SystemExit runs the `finally` below
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     try: uvicorn.run(app, host=host, port=int(port), workers=1, log_level='warning', access_log=False)
     finally:
         try:
