@@ -20,11 +20,13 @@ CHANNELS = ('api', 'batch', 'query', 'form')
 class AuditError(RuntimeError):
     "The audit trail could not record a prediction, so the prediction must not be given."
 
+# %% ../nbs/11_audit.ipynb #c60a31e2
 class _Ticket:
     "Rows waiting for a commit, and how their caller waits: a thread on `done`, a coroutine on `waiter` (its loop and future)."
     __slots__ = ('rows', 'done', 'error', 'waiter')
     def __init__(self, rows, waiter=None): self.rows, self.done, self.error, self.waiter = rows, threading.Event(), None, waiter
 
+# %% ../nbs/11_audit.ipynb #59d24983
 def _add_caller_column(engine: sa.Engine) -> None:
     "Databases made before `predictions.caller` existed get the column (NULL for their old rows)."
     if 'caller' in {c['name'] for c in sa.inspect(engine).get_columns('predictions')}: return
@@ -33,6 +35,7 @@ def _add_caller_column(engine: sa.Engine) -> None:
     except sa.exc.DBAPIError:   # another process added it first
         if 'caller' not in {c['name'] for c in sa.inspect(engine).get_columns('predictions')}: raise
 
+# %% ../nbs/11_audit.ipynb #0c392a30
 class AuditLog:
     "Durable record of every answered prediction: `record` returns once its row is committed (group commit)."
     def __init__(self, engine: sa.Engine,
@@ -52,12 +55,14 @@ class AuditLog:
 def _dump(o) -> str:
     return o if isinstance(o, str) else json.dumps(o, default=str, allow_nan=False)
 
+# %% ../nbs/11_audit.ipynb #09e9132d
 @patch
 def record_many(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list,
                 caller: str | None = None) -> None:
     "Record predictions (`inputs[i]` answered `outputs[i]`); returns once they are committed, else raises `AuditError`."
     self._commit_rows(self._rows(channel, model_version, inputs, outputs, caller))
 
+# %% ../nbs/11_audit.ipynb #255c2e83
 @patch
 def _rows(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list, caller: str | None) -> list[dict]:
     "The table rows of these predictions, encoded in the caller's thread (a value JSON cannot carry fails its own caller only)."
@@ -70,11 +75,13 @@ def _rows(self: AuditLog, channel: str, model_version: str, inputs: list, output
         self.errors += len(inputs)
         raise AuditError(f'a prediction could not be recorded: it cannot be encoded as JSON ({type(e).__name__}: {e})') from None
 
+# %% ../nbs/11_audit.ipynb #fd6b6ec7
 @patch
 def record(self: AuditLog, channel: str, model_version: str, inp, out, caller: str | None = None) -> None:
     "Record one prediction; returns once it is committed, else raises `AuditError`."
     self.record_many(channel, model_version, [inp], [out], caller)
 
+# %% ../nbs/11_audit.ipynb #cfcabbfb
 @patch
 def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
     if not rows: return
@@ -91,6 +98,7 @@ def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
     if t.error is not None: raise AuditError(f'a prediction could not be recorded: {t.error}')
     self._notify(rows)
 
+# %% ../nbs/11_audit.ipynb #f243d54e
 @patch
 def _notify(self: AuditLog, rows: list[dict]) -> None:
     "Give committed rows to the observers."
@@ -112,6 +120,7 @@ def _connection(self: AuditLog) -> sa.Connection:
         self._conn = conn
     return self._conn
 
+# %% ../nbs/11_audit.ipynb #c2c06409
 @patch
 def _insert(self: AuditLog, rows: list[dict]) -> None:
     conn = self._connection()
@@ -123,6 +132,7 @@ def _insert(self: AuditLog, rows: list[dict]) -> None:
         self._conn = None
         raise
 
+# %% ../nbs/11_audit.ipynb #1ff65eb1
 @patch
 def _commit(self: AuditLog, tickets: list[_Ticket]) -> None:
     "Insert the rows of `tickets` in one transaction; when that fails, each ticket alone; wake every caller."
@@ -140,6 +150,7 @@ def _commit(self: AuditLog, tickets: list[_Ticket]) -> None:
         print(f'audit log: could not write {sum(len(t.rows) for t in tickets)} prediction(s): {type(e).__name__}: {e}', file=sys.stderr)
     _finish(self, tickets)
 
+# %% ../nbs/11_audit.ipynb #c27d70ee
 def _finish(log: AuditLog, tickets: list[_Ticket]) -> None:
     "Count `tickets` as written or failed and wake their callers: threads at once, coroutines through their loop (one call per loop)."
     waiting = {}
@@ -152,6 +163,7 @@ def _finish(log: AuditLog, tickets: list[_Ticket]) -> None:
         try: loop.call_soon_threadsafe(_settle, futures)
         except RuntimeError: pass     # that loop is closed: nobody waits there any more
 
+# %% ../nbs/11_audit.ipynb #8ef1b81f
 def _settle(futures: list) -> None:
     for fut, error in futures:
         if not fut.done(): fut.set_result(error)   # a future that timed out or was cancelled keeps its outcome
@@ -184,6 +196,7 @@ async def record_async(self: AuditLog, channel: str, model_version: str, inp, ou
     if error is not None: raise AuditError(f'a prediction could not be recorded: {error}')
     self._notify(rows)
 
+# %% ../nbs/11_audit.ipynb #863b6562
 @patch
 def _start_writer(self: AuditLog) -> None:
     with self._pending_lock:
@@ -191,6 +204,7 @@ def _start_writer(self: AuditLog) -> None:
         self._writer = threading.Thread(target=self._write_waiting, name='drug-nbdev-audit', daemon=True)
     self._writer.start()
 
+# %% ../nbs/11_audit.ipynb #ef9a5176
 @patch
 def _write_waiting(self: AuditLog) -> None:
     "The writer thread: whenever woken, commit every waiting ticket in one transaction; after `close`, fail them and end."
