@@ -61,7 +61,7 @@ class ErrorOut(BaseModel):
     missing: list[str] | None = Field(None, description='/query only: the fields the text did not state')
 
 class RetrainIn(BaseModel):
-    "Seed 003's retraining parameters, with ranges."
+    "The architecture's retraining parameters, with ranges."
     model_config = ConfigDict(strict=True, extra='forbid')
     n_estimators: WholeNumber = Field(100, ge=1, le=1000, description='trees in the forest')
     max_leaf_nodes: Annotated[int, Field(ge=2, le=10_000), BeforeValidator(_integral)] | None = Field(None, description='leaves per tree (none: unlimited)')
@@ -75,6 +75,7 @@ def _snippet(v, width: int = 40) -> str:
     except ValueError: return f'a number of more than {width} digits'
     return r if len(r) <= width else f'{r[:width - 1]}…'
 
+# %% ../nbs/13_api.ipynb #77cbc617
 def _where(e: dict) -> str:
     "Where the problem is: a field, or `row N, field` in a list of patients (rows counted from 1)."
     loc = [x for x in e.get('loc', ()) if x != 'body']
@@ -82,6 +83,7 @@ def _where(e: dict) -> str:
     field = '.'.join(str(x) if isinstance(x, int) else _snippet(str(x), 40).strip("'") for x in loc)
     return ', '.join(x for x in (row, field) if x) or 'body'
 
+# %% ../nbs/13_api.ipynb #88aff985
 def _problem_text(e: dict) -> str:
     "One sentence for one pydantic error `e`, quoting the value briefly."
     where, msg, typ, got = _where(e), e.get('msg', 'is invalid'), e.get('type'), e.get('input')
@@ -92,6 +94,7 @@ def _problem_text(e: dict) -> str:
     shown = f' (got {_snippet(got)})' if got is not None and not isinstance(got, (dict, list)) else ''
     return f'{where}: {msg[0].lower() + msg[1:]}{shown}'
 
+# %% ../nbs/13_api.ipynb #2ef83995
 def _json_safe(v):
     "`v` when JSON can carry it briefly (finite numbers, short text, booleans), else a short escaped quote."
     if isinstance(v, np.generic): v = v.item()
@@ -100,7 +103,8 @@ def _json_safe(v):
     if isinstance(v, float) and math.isfinite(v): return v
     return _snippet(v)
 
-MAX_ERRORS = 50
+# %% ../nbs/13_api.ipynb #7aa9d78a
+MAX_ERRORS = 50   # problems listed in one answer
 
 def _error(detail: str, errors: list, code: int = 422, headers: dict | None = None, **extra) -> JSONResponse:
     return JSONResponse({'status': 'error', 'detail': detail, 'errors': errors[:MAX_ERRORS], **extra}, status_code=code, headers=headers)
@@ -108,6 +112,7 @@ def _error(detail: str, errors: list, code: int = 422, headers: dict | None = No
 # %% ../nbs/13_api.ipynb #e91bc8c9
 def _digest(s: str) -> bytes: return hashlib.sha256(s.encode('utf-8', 'surrogateescape')).digest()
 
+# %% ../nbs/13_api.ipynb #7eaab1de
 def token_name(secret: str | None, tokens: dict[str, str]) -> str | None:
     "The name of the configured token equal to `secret`, or None; compares with every token in constant time."
     if not secret: return None
@@ -116,6 +121,7 @@ def token_name(secret: str | None, tokens: dict[str, str]) -> str | None:
         if secrets.compare_digest(d, _digest(s)): found = name
     return found
 
+# %% ../nbs/13_api.ipynb #ccecc26f
 def bearer_secret(authorization: str | None) -> str | None:
     "The token of an `Authorization: Bearer <token>` header value, else None."
     if not authorization: return None
@@ -131,6 +137,7 @@ async def _reject(send, code: int, detail: str, headers: list | None = None) -> 
                             (b'connection', b'close'), *(headers or [])]})
     await send({'type': 'http.response.body', 'body': body})
 
+# %% ../nbs/13_api.ipynb #eaed24ba
 class Guard:
     "ASGI middleware: Host allow-list (400), token where always or publicly required (401), body size (413) — before parsing."
     def __init__(self, app, allowed_hosts, tokens: dict, public: bool = False, max_body: int = MAX_BODY,
