@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_api.ipynb #2a9caac3
 from __future__ import annotations
-import hashlib, ipaddress, json, math, os, secrets, signal, sys, threading, uuid
+import gc, hashlib, ipaddress, json, math, os, secrets, signal, sys, threading, uuid
 from pathlib import Path
 from typing import Annotated, Literal
 import numpy as np, pandas as pd
@@ -478,6 +478,7 @@ def serve_main(host: str = '127.0.0.1', port: int = 8000, allowed_hosts: tuple[s
               f'`drug-nbdev token` prints it).\n    POST /retrain needs it: Authorization: Bearer {made}', file=sys.stderr)
     print(f'serving model {app.state.get_predictor().version} on http://{host}:{port} (docs at /docs; '
           f'Host names: {", ".join(hosts)})', file=sys.stderr)
+    gc.freeze()   # the ~300,000 objects of the loaded libraries and model: no full collection walks them again (0.6 s under load)
     if threading.current_thread() is threading.main_thread():
         # uvicorn re-raises SIGTERM once it has shut down gracefully; ending through SystemExit runs the `finally` below
         signal.signal(signal.SIGTERM, _exit_cleanly)
