@@ -189,7 +189,7 @@ async def record_async(self: AuditLog, channel: str, model_version: str, inp, ou
     done = loop.create_future()
     with self._pending_lock: self._pending.append(_Ticket(rows, (loop, done)))
     if self._writer is None: self._start_writer()
-    self._wake.set()
+    if not self._wake.is_set(): self._wake.set()   # waking the writer is a system call; once is enough until it looks
     late = loop.call_later(self.timeout, _settle, [(done, f'the audit database did not commit within {self.timeout:g} s')])
     try: error = await done
     finally: late.cancel()
