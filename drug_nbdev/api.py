@@ -39,6 +39,7 @@ def _integral(v):
 WholeNumber = Annotated[int, BeforeValidator(_integral)]
 _spellings = lambda col: Literal[tuple(v for c in CATEGORIES[col] for v in (c, c.lower()))]
 
+# %% ../nbs/13_api.ipynb #153fdf7a
 class Patient(BaseModel):
     "One patient: categories in their canonical spelling or all lower case."
     model_config = ConfigDict(strict=True, extra='forbid', json_schema_extra={'examples': [EXAMPLE_PATIENT]})
@@ -48,11 +49,14 @@ class Patient(BaseModel):
     Cholesterol: _spellings('Cholesterol') = Field(description='HIGH or NORMAL')
     Na_to_K: float = Field(gt=0, le=NA_TO_K_MAX, description='sodium to potassium ratio in blood')
 
+# %% ../nbs/13_api.ipynb #e5313e88
 class QueryIn(BaseModel):
+    "The body of /query: one sentence that states a patient."
     model_config = ConfigDict(strict=True, extra='forbid',
                               json_schema_extra={'examples': [{'text': '45 year old man, high BP, normal cholesterol, Na/K 15.5'}]})
     text: str = Field(min_length=1, max_length=2000, description="a clinician's sentence stating the five fields")
 
+# %% ../nbs/13_api.ipynb #852ed51f
 class ErrorOut(BaseModel):
     "The body of every error answer."
     status: str = Field(examples=['error'])
@@ -60,6 +64,7 @@ class ErrorOut(BaseModel):
     errors: list[dict] = Field(default_factory=list, description='one entry per problem (field, problem, value…), at most 50')
     missing: list[str] | None = Field(None, description='/query only: the fields the text did not state')
 
+# %% ../nbs/13_api.ipynb #81e12788
 class RetrainIn(BaseModel):
     "The architecture's retraining parameters, with ranges."
     model_config = ConfigDict(strict=True, extra='forbid')
