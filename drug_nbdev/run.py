@@ -10,11 +10,10 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
-import pandas as pd
 import yaml
 from .config import project_root, checkout_root, get_settings
 from .ingest import file_sha256
-from .reports import (render_html, write_model_card, build_leaderboard, leaderboard_html, write_leaderboard,
+from .reports import (render_html, write_model_card, write_leaderboard,
                                 write_atomic as _write_atomic, now_utc as _now, read_json as _read_json)
 
 # %% auto #0
@@ -30,6 +29,7 @@ KERNEL = 'drug-nbdev'
 class RunError(ValueError):
     "A run request that cannot start: unknown stage or parameter, ill-typed value, missing kernel."
 
+# %% ../nbs/17_run.ipynb #91878f56
 def _nbs(nbs=None) -> Path:
     "The notebook folder: `nbs`, else <project_root()>/nbs, else the nbs/ of the checkout holding this module."
     if nbs: return Path(nbs).expanduser().resolve()
@@ -37,6 +37,7 @@ def _nbs(nbs=None) -> Path:
         if base and (base/'nbs').is_dir(): return base/'nbs'
     return project_root()/'nbs'
 
+# %% ../nbs/17_run.ipynb #8a806e21
 def find_stages(only: str | list | None = None, nbs=None) -> dict[str, Path]:
     "The notebooks of the selected stages (`only`: comma list or list of names; None = all), in number order."
     nbs = _nbs(nbs)
@@ -66,6 +67,7 @@ def stage_parameters(nb) -> dict:
         except (ValueError, SyntaxError, TypeError): out[name] = _ANY
     return out
 
+# %% ../nbs/17_run.ipynb #0a60c6e3
 def _type_ok(value, default) -> bool:
     if default is None or default is _ANY: return True
     if isinstance(default, bool): return isinstance(value, bool)
@@ -74,6 +76,7 @@ def _type_ok(value, default) -> bool:
     if isinstance(default, (list, tuple)): return isinstance(value, (list, tuple))
     return isinstance(value, type(default))
 
+# %% ../nbs/17_run.ipynb #4ae5607f
 def _type_name(default) -> str:
     return {bool: 'bool (true/false)', float: 'float (a number)', tuple: 'list'}.get(type(default), type(default).__name__)
 
@@ -83,6 +86,13 @@ RUNNER_SET = ('run_dir',)
 MAX_DEPTH = 20                 # nesting of lists and mappings in one value
 MAX_PARAMS_BYTES = 1_000_000   # a parameters file is a few lines; a bigger one is a mistake
 
+# %% ../nbs/17_run.ipynb #ea66cc9b
+def _short(v, width=40) -> str:
+    try: r = repr(v)
+    except ValueError: r = f'<{type(v).__name__}>'
+    return r if len(r) <= width else r[:width - 1] + '…'
+
+# %% ../nbs/17_run.ipynb #6e6edebf
 _CORE_TAGS = {f'tag:yaml.org,2002:{t}' for t in ('null', 'bool', 'int', 'float', 'str', 'seq', 'map')}
 
 class StrictLoader(yaml.SafeLoader):
@@ -114,11 +124,7 @@ StrictLoader.yaml_constructors = {t: c for t, c in yaml.SafeLoader.yaml_construc
 StrictLoader.yaml_constructors[None] = _refuse_tag
 StrictLoader.yaml_multi_constructors = {}
 
-def _short(v, width=40) -> str:
-    try: r = repr(v)
-    except ValueError: r = f'<{type(v).__name__}>'
-    return r if len(r) <= width else r[:width - 1] + '…'
-
+# %% ../nbs/17_run.ipynb #a6cd82e8
 def check_value(v, where: str, depth: int = 0):
     "RunError unless `v` is str, int, float (finite), bool, None, or a list or text-keyed mapping of those, recursively."
     if v is None or type(v) in (str, bool, int): return
@@ -137,6 +143,7 @@ def check_value(v, where: str, depth: int = 0):
     raise RunError(f'{where}: a value of type {type(v).__name__} ({_short(v)}) is not accepted; only text, numbers, '
                    'true/false, null, lists and mappings are')
 
+# %% ../nbs/17_run.ipynb #18db8b7d
 def _load_text(text: str, source: str, as_json: bool = False):
     "The document in `text` (YAML with StrictLoader, or JSON), or RunError naming `source`."
     try:
@@ -159,6 +166,18 @@ def _load_text(text: str, source: str, as_json: bool = False):
         why = 'a number has more than 4300 digits' if 'integer string conversion' in str(e) else str(e)[:200]
         raise RunError(f'{source}: not accepted: {why}') from None
 
+# %% ../nbs/17_run.ipynb #44e9162d
+def _check_spec(spec: dict, source: str) -> dict:
+    if 'name' in spec and not isinstance(spec['name'], str): raise RunError(f"{source}: 'name' must be text")
+    if 'only' in spec and not isinstance(spec['only'], (str, list)): raise RunError(f"{source}: 'only' must be a comma list of stages")
+    grid = spec.get('grid', {})
+    if not isinstance(grid, dict): raise RunError(f"{source}: 'grid' must be a mapping of parameter -> list of values")
+    for k, vs in grid.items():
+        if not isinstance(vs, list) or not vs: raise RunError(f"{source}: grid.{k} must be a non-empty list of values, got {_short(vs)}")
+        if len({json.dumps(v, sort_keys=True) for v in vs}) < len(vs): raise RunError(f"{source}: grid.{k} lists a value twice: {_short(vs)}")
+    return spec
+
+# %% ../nbs/17_run.ipynb #4b90e2a3
 def read_params(path: str | os.PathLike | None) -> dict:
     "The parameters file at `path` (YAML, or JSON for *.json) as a checked mapping (empty for None); RunError otherwise."
     if path is None: return {}
@@ -175,16 +194,7 @@ def read_params(path: str | os.PathLike | None) -> dict:
         check_value(v, f'{path}: {k}')
     return _check_spec(spec, str(path))
 
-def _check_spec(spec: dict, source: str) -> dict:
-    if 'name' in spec and not isinstance(spec['name'], str): raise RunError(f"{source}: 'name' must be text")
-    if 'only' in spec and not isinstance(spec['only'], (str, list)): raise RunError(f"{source}: 'only' must be a comma list of stages")
-    grid = spec.get('grid', {})
-    if not isinstance(grid, dict): raise RunError(f"{source}: 'grid' must be a mapping of parameter -> list of values")
-    for k, vs in grid.items():
-        if not isinstance(vs, list) or not vs: raise RunError(f"{source}: grid.{k} must be a non-empty list of values, got {_short(vs)}")
-        if len({json.dumps(v, sort_keys=True) for v in vs}) < len(vs): raise RunError(f"{source}: grid.{k} lists a value twice: {_short(vs)}")
-    return spec
-
+# %% ../nbs/17_run.ipynb #f28a6d35
 def parse_overrides(items: list[str] | None) -> dict:
     "`-p NAME=VALUE` options as a mapping, each VALUE read by StrictLoader and checked like a file's."
     out = {}
@@ -331,6 +341,7 @@ def package_versions() -> dict:
             except metadata.PackageNotFoundError: pass
     return {k: v(ns) for k, ns in _PACKAGES.items()}
 
+# %% ../nbs/17_run.ipynb #5cd536d4
 def git_state(root=None) -> dict:
     "The commit checked out at `root` (any folder of the checkout) and whether tracked files differ from it."
     root = Path(root or project_root())
@@ -342,6 +353,7 @@ def git_state(root=None) -> dict:
     if not commit: return dict(commit=None, dirty=None)
     return dict(commit=commit, dirty=bool(git('status', '--porcelain', '--untracked-files=no')))
 
+# %% ../nbs/17_run.ipynb #9262700e
 def data_checksums(results: dict, root=None) -> dict:
     "Checksums of the data a run used: `ingest.json`'s per-file SHA-256s and its fingerprint of all patients."
     ing = results.get('ingest') or {}
@@ -355,6 +367,7 @@ def data_checksums(results: dict, root=None) -> dict:
 def _run_id(stamp: str, params: dict, i: int) -> str:
     return f"{stamp}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]}-{i:03d}"
 
+# %% ../nbs/17_run.ipynb #5c4ff75d
 _SERIAL = {'ingest': threading.Lock()}   # writes the shared database and store: one run at a time
 
 def run_stages(run_dir, stages: dict[str, Path], params: dict, meta: dict | None = None, on_stage=None) -> dict:
@@ -402,12 +415,14 @@ def _environ(changes: dict):
     finally:
         os.environ.clear(); os.environ.update(old)
 
+# %% ../nbs/17_run.ipynb #3c5442a6
 @contextmanager
 def _cwd(path):
     old = os.getcwd(); os.chdir(path)
     try: yield
     finally: os.chdir(old)
 
+# %% ../nbs/17_run.ipynb #da7385fa
 def _point_latest(reports: Path, run_id: str):
     link, tmp = reports/'latest', reports/f'.latest.{os.getpid()}.tmp'
     if link.is_dir() and not link.is_symlink(): shutil.rmtree(link)
@@ -418,6 +433,7 @@ def _point_latest(reports: Path, run_id: str):
     except OSError:   # no symlinks here (some Windows setups): a copy
         shutil.rmtree(tmp, ignore_errors=True); shutil.copytree(reports/run_id, tmp); os.replace(tmp, link)
 
+# %% ../nbs/17_run.ipynb #18aa76cd
 def _stamp(reports: Path) -> str:
     t = datetime.now(timezone.utc)
     while True:
@@ -425,6 +441,7 @@ def _stamp(reports: Path) -> str:
         if not any(reports.glob(f'{s}-*')): return s
         t = t + timedelta(seconds=1)
 
+# %% ../nbs/17_run.ipynb #1b9168c1
 def run_main(params: str | None = None, only: str | None = None, jobs: int = 1, nbs=None,
              reports_dir=None, env: dict | None = None, overrides: list[str] | None = None) -> int:
     "Run the stage notebooks (all, or `only`) once or over the grid in `params` (`overrides`: NAME=VALUE); 0 ok, 1 failed, 2 refused."
