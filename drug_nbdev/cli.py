@@ -20,6 +20,7 @@ def _bounded_int(lo, hi=None):
         return v
     return conv
 
+# %% ../nbs/18_cli.ipynb #a201c5ff
 def build_parser() -> argparse.ArgumentParser:
     "The `drug-nbdev` argument parser with its subcommands."
     p = argparse.ArgumentParser(prog='drug-nbdev', description='Recommend a drug from Age, Sex, BP, Cholesterol and Na_to_K: '
@@ -75,6 +76,7 @@ def _scheduler(a) -> str | None:
     "The Dask scheduler to use: --scheduler, else DASK_SCHEDULER_ADDRESS, else none (this process)."
     return a.scheduler or os.environ.get('DASK_SCHEDULER_ADDRESS') or None
 
+# %% ../nbs/18_cli.ipynb #9aa31e89
 def _dispatch(a) -> int:
     if a.command == 'ingest':
         if _scheduler(a):
