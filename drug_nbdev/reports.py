@@ -5,16 +5,15 @@
 # %% ../nbs/16_reports.ipynb #ab451605
 from __future__ import annotations
 import base64, copy, hashlib, html, io, json, os, re, threading, warnings
-from datetime import datetime, timezone
 from pathlib import Path
 import pandas as pd
-from .config import get_settings
+from .config import get_settings, utcnow
 
 # %% auto #0
-__all__ = ['SUMMARY_TAG', 'REMOVE_TAGS', 'METRICS', 'write_atomic', 'now_utc', 'read_json', 'report_order', 'FigureRow',
-           'figure_row', 'save_figures', 'write_bytes_atomic', 'mean_sd', 'metric_table', 'quiet_logs',
-           'report_exporter', 'render_html', 'markdown_page', 'write_model_card', 'build_leaderboard', 'group_runs',
-           'leaderboard_html', 'write_leaderboard', 'visible_text', 'check_report', 'check_reports']
+__all__ = ['SUMMARY_TAG', 'REMOVE_TAGS', 'METRICS', 'write_atomic', 'write_bytes_atomic', 'now_utc', 'read_json', 'report_order',
+           'FigureRow', 'figure_row', 'save_figures', 'mean_sd', 'metric_table', 'quiet_logs', 'report_exporter',
+           'render_html', 'markdown_page', 'write_model_card', 'build_leaderboard', 'group_runs', 'leaderboard_html',
+           'write_leaderboard', 'visible_text', 'check_report', 'check_reports']
 
 # %% ../nbs/16_reports.ipynb #6fa33834
 def write_atomic(path, text: str) -> Path:
@@ -25,10 +24,20 @@ def write_atomic(path, text: str) -> Path:
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/16_reports.ipynb #d9f10f05
+def write_bytes_atomic(path, data: bytes) -> Path:
+    "Write `data` to `path` through a temporary file renamed into place."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
+    tmp.write_bytes(data); os.replace(tmp, path)
+    return path
+
+# %% ../nbs/16_reports.ipynb #6e4fbf8e
 def now_utc() -> str:
     "The current UTC time, to the second, in ISO 8601."
-    return datetime.now(timezone.utc).isoformat(timespec='seconds')
+    return utcnow().isoformat(timespec='seconds')
 
+# %% ../nbs/16_reports.ipynb #6ad07e00
 def read_json(p):
     "The JSON at `p`, or None when it is missing or unreadable."
     try: return json.loads(Path(p).read_text())
@@ -38,6 +47,7 @@ def read_json(p):
 SUMMARY_TAG = 'summary'
 REMOVE_TAGS = ('setup', 'test', 'hide')
 
+# %% ../nbs/16_reports.ipynb #7d8f1f8d
 def _directives(source: str) -> set:
     "nbdev directives (`#| hide`, `#|export` …) in the comment lines that open a cell."
     found = set()
@@ -49,6 +59,7 @@ def _directives(source: str) -> set:
         found.add(m.group(1))
     return found
 
+# %% ../nbs/16_reports.ipynb #239f564e
 def _tags(cell) -> list:
     return cell.setdefault('metadata', {}).setdefault('tags', [])
 
@@ -82,10 +93,12 @@ class FigureRow:
             for n, b64 in self.images.items()) + '</div>')
     def __repr__(self) -> str: return f"figures: {', '.join(self.images)}"
 
+# %% ../nbs/16_reports.ipynb #79944c0c
 def figure_row(figures: dict, dpi: int = 100) -> FigureRow:
     "Show `figures` ({name: matplotlib Figure}) side by side; the report saves each as figures/<notebook>-<name>.png."
     return FigureRow(figures, dpi)
 
+# %% ../nbs/16_reports.ipynb #2ad7bcd6
 _NAMED_IMG = re.compile(r'<img data-figure="([a-z0-9-]+)"[^>]*? src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 def save_figures(nb, folder, prefix: str) -> list:
@@ -98,19 +111,13 @@ def save_figures(nb, folder, prefix: str) -> list:
     if found: Path(folder).mkdir(parents=True, exist_ok=True)
     return [write_bytes_atomic(Path(folder)/n, base64.b64decode(b)) for n, b in found.items()]
 
-def write_bytes_atomic(path, data: bytes) -> Path:
-    "Write `data` to `path` through a temporary file renamed into place."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
-    tmp.write_bytes(data); os.replace(tmp, path)
-    return path
-
 # %% ../nbs/16_reports.ipynb #b0778fbc
 def mean_sd(d: dict | None, digits: int = 3) -> str:
     "A {mean, std} metric as 'mean ± std', rounded to `digits`."
     if not d or d.get('mean') is None: return ''
     return f"{float(d['mean']):.{digits}f} ± {float(d.get('std') or 0):.{digits}f}"
 
+# %% ../nbs/16_reports.ipynb #bca12038
 def metric_table(df: pd.DataFrame, digits: int = 3, highlight: str | None = None, caption: str | None = None):
     "`df` as a Styler: floats to `digits` decimals, integers as integers, the row labelled `highlight` in bold."
     fmt = {c: (f'{{:.{digits}f}}' if pd.api.types.is_float_dtype(df[c]) else '{:d}' if pd.api.types.is_integer_dtype(df[c]) else None)
@@ -152,6 +159,7 @@ def report_exporter():
                         extra_loaders=[_report_template()], exclude_input=True, exclude_input_prompt=True,
                         exclude_output_prompt=True, embed_images=True)
 
+# %% ../nbs/16_reports.ipynb #52f8cde9
 _BANNER = 'color:#b00;font-size:1.4em;font-weight:600;margin:.5em 0'
 
 def _readable_error_markers(nb):
@@ -165,6 +173,7 @@ def _readable_error_markers(nb):
                     f"<div id='papermill-error-cell' style='{_BANNER}'>It stopped here, with the error below:</div>")
     return nb
 
+# %% ../nbs/16_reports.ipynb #e804097f
 def render_html(notebook, html_path) -> Path:
     "Write executed `notebook` (a path) as an offline HTML report to `html_path`; its named figures go to figures/ beside it."
     import nbformat
@@ -187,6 +196,7 @@ def markdown_page(text: str, title: str, nav: str = '') -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_PAGE_CSS}</style></head><body>{nav}{body}</body></html>")
 
+# %% ../nbs/16_reports.ipynb #303fe748
 def write_model_card(run_dir, version: str, models_dir=None) -> Path | None:
     "Render the registry's model_card.md of `version` as `run_dir`/model_card.html; None when the card is missing."
     from drug_nbdev.registry import registry_dir
@@ -201,6 +211,7 @@ _LB_SORT = [('_failed', True), ('cv_f1_macro_mean', False), ('cv_accuracy_mean',
             ('cv_log_loss_mean', True), ('run_id', False)]
 METRICS = ('f1_macro', 'accuracy', 'log_loss', 'brier')
 
+# %% ../nbs/16_reports.ipynb #ff5ed4ab
 def _data_hash(rec: dict) -> str | None:
     "One checksum for the data a run used: the ingested patients' fingerprint, else a hash of the input files' hashes."
     d = rec.get('data_sha256') or {}
@@ -208,6 +219,7 @@ def _data_hash(rec: dict) -> str | None:
     files = d.get('files') or {}
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest() if files else None
 
+# %% ../nbs/16_reports.ipynb #56b13670
 def _leaderboard_row(rec: dict, run_dir: Path | None = None) -> dict:
     train = (rec.get('results') or {}).get('train') or {}
     cv, test, err, git = train.get('cv') or {}, train.get('test') or {}, rec.get('error') or {}, rec.get('git') or {}
@@ -228,6 +240,7 @@ def _leaderboard_row(rec: dict, run_dir: Path | None = None) -> dict:
     row['started'], row['duration_s'] = rec.get('started'), rec.get('duration_s')
     return row
 
+# %% ../nbs/16_reports.ipynb #494e8719
 def build_leaderboard(reports_dir=None) -> pd.DataFrame:
     "All runs under `reports_dir` (default: the reports folder), one row each, ranked by the rule above; `rank` from 1."
     reports = Path(reports_dir or get_settings().reports_dir)
@@ -289,16 +302,20 @@ _SORT_JS = """document.querySelectorAll('th[data-sort]').forEach(function (th) {
   });
 });"""
 
+# %% ../nbs/16_reports.ipynb #6c00df69
 def _s(x) -> str:
     return '' if x is None or (isinstance(x, float) and pd.isna(x)) else str(x)
 
+# %% ../nbs/16_reports.ipynb #bbb6a717
 def _fmt(x, digits=3) -> str:
     return '' if x is None or pd.isna(x) else f'{x:.{digits}f}'
 
+# %% ../nbs/16_reports.ipynb #77fb767b
 def _figure_label(fname: str) -> str:
     "07_train-confusion-matrix.png -> confusion matrix"
     return Path(fname).stem.split('-', 1)[-1].replace('-', ' ')
 
+# %% ../nbs/16_reports.ipynb #5c7bcb1d
 # (header, row -> (cell html, sort value), sort kind: high/low/text/None, numeric cell)
 def _columns():
     e = html.escape
@@ -344,6 +361,7 @@ def _columns():
             ('test accuracy', *metric('test_accuracy', 'high'), True), ('test macro-F1', *metric('test_f1_macro', 'high'), True),
             ('test log loss', *metric('test_log_loss', 'low'), True)]
 
+# %% ../nbs/16_reports.ipynb #23a7962f
 def leaderboard_html(df: pd.DataFrame) -> str:
     "The leaderboard `df` (from `build_leaderboard`) as a self-contained HTML page, repeats grouped."
     e, g, cols = html.escape, group_runs(df), _columns()
@@ -364,6 +382,7 @@ def leaderboard_html(df: pd.DataFrame) -> str:
             "are one row; <i>runs</i> counts them.</p><table><thead><tr>" + head +
             "</tr></thead><tbody>" + ''.join(trs) + f"</tbody></table><script>{_SORT_JS}</script></body></html>")
 
+# %% ../nbs/16_reports.ipynb #e24531fb
 def write_leaderboard(reports_dir=None) -> Path:
     "Rebuild `reports_dir`/index.html from every run's run.json."
     reports = Path(reports_dir or get_settings().reports_dir)
@@ -378,15 +397,18 @@ _TEXT_PROBLEMS = (
     ('a numpy scalar repr', re.compile(r'\bnp\.(?:float|int|uint|complex|bool|str|bytes|datetime|timedelta|longdouble|clongdouble)\w*\(|\bnp\.(?:True|False)_')),
     ('a figure that did not render', re.compile(r'<Figure size \d+(?:\.\d+)?x\d+(?:\.\d+)?')))
 
+# %% ../nbs/16_reports.ipynb #f2c002f1
 def visible_text(page: str) -> str:
     "The text a browser shows of HTML `page`: no styles, scripts or tags; entities decoded."
     page = re.sub(r'(?is)<(style|script)\b.*?</\1\s*>', ' ', page)
     return html.unescape(re.sub(r'(?s)<[^>]+>', ' ', page))
 
+# %% ../nbs/16_reports.ipynb #68864445
 def _short(s: str, n: int = 100) -> str:
     s = ' '.join(s.split())
     return s if len(s) <= n else s[:n - 1] + '…'
 
+# %% ../nbs/16_reports.ipynb #69e214e5
 def check_report(path) -> list:
     "What `path` (an HTML report) shows that it should not: ['what (n×): first occurrence', …]; empty when clean."
     page = Path(path).read_text(encoding='utf-8', errors='replace')
@@ -410,6 +432,7 @@ def _html_files(path: Path) -> list:
         out += [Path(root)/f for f in sorted(files) if f.endswith('.html') and not f.startswith('.')]
     return out
 
+# %% ../nbs/16_reports.ipynb #3dca1f58
 def check_reports(paths=None, out=None, err=None) -> int:
     "Check every HTML report under `paths` (default: the reports folder); 0 all clean, 1 a report has problems, 2 nothing to check."
     import sys
