@@ -4,12 +4,12 @@
 
 # %% ../nbs/16_monitor.ipynb #474ae1ea
 from __future__ import annotations
-import json, math, os, sys
+import json, math, sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 import numpy as np, pandas as pd, sqlalchemy as sa
 from scipy import stats
-from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, DRUGS, TARGET, ContractError, get_settings, utcnow, validate_record
+from .config import FEATURES, NUMERIC, CATEGORIES, DRUGS, TARGET, ContractError, get_settings, utcnow, validate_record
 from .db import get_engine, predictions
 
 # %% auto #0
@@ -30,6 +30,7 @@ def _numeric_bins(train: pd.Series, n: int = 10) -> np.ndarray:
     "Inner bin edges at the training data's deciles (duplicates removed: integer ages repeat)."
     return np.unique(np.quantile(train.to_numpy(float), np.linspace(0, 1, n + 1)[1:-1]))
 
+# %% ../nbs/16_monitor.ipynb #f84e77c8
 def feature_drift(train: pd.DataFrame, served: pd.DataFrame, alpha: float = ALPHA, psi_min: float = PSI_MIN) -> pd.DataFrame:
     "Per feature: the test, its statistic and p-value, the PSI, and `drift` (p < alpha and PSI >= psi_min)."
     rows = []
@@ -86,6 +87,7 @@ def _json_num(x):
     "A float JSON can carry (NaN and infinities as None)."
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
+# %% ../nbs/16_monitor.ipynb #a61bbd01
 def monitor_summary(start: datetime, end: datetime, engine: sa.Engine | None = None, models_dir=None) -> dict:
     "Drift, prediction mix, volume and out-of-range share of the predictions served in [start, end)."
     from drug_nbdev.ingest import load_patients, frame_sha256
@@ -127,18 +129,47 @@ def monitor_summary(start: datetime, end: datetime, engine: sa.Engine | None = N
 # %% ../nbs/16_monitor.ipynb #bbfba50a
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS, EXIT_DRIFT = 0, 1, 2, 3
 
-def _notebook() -> Path | None:
+# %% ../nbs/16_monitor.ipynb #a1b2088f
+def _monitor_notebook() -> Path | None:
     from drug_nbdev.config import checkout_root
     root = checkout_root()
     nb = root/'nbs'/'16_monitor.ipynb' if root else None
     return nb if nb and nb.exists() else None
 
+# %% ../nbs/16_monitor.ipynb #c7db1a14
+def _render_html(nb_path: Path, html_path: Path) -> None:
+    "The executed notebook as HTML without code (inputs and prompts hidden, figures embedded)."
+    import nbformat
+    from nbconvert import HTMLExporter
+    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                           embed_images=True).from_notebook_node(nbformat.read(nb_path, as_version=4))
+    tmp = html_path.with_suffix('.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(html_path)
+
+# %% ../nbs/16_monitor.ipynb #5a5b88be
+def _write_index(reports: Path) -> Path:
+    "reports/monitoring/index.html: every monitoring report, newest first, with its status."
+    import html
+    rows = []
+    for d in sorted((reports/'monitoring').glob('*/monitor.json'), reverse=True):
+        try: s = json.loads(d.read_text())
+        except ValueError: continue
+        flagged = ', '.join(f['feature'] for f in s.get('features', []) if f.get('drift'))
+        rows.append(f"<tr><td><a href='{html.escape(d.parent.name)}/index.html'>{html.escape(d.parent.name)}</a></td>"
+                    f"<td>{html.escape(s['window']['start'])} – {html.escape(s['window']['end'])}</td><td>{int(s['n_records'])}</td>"
+                    f"<td>{html.escape(s['status'])}</td><td>{html.escape(flagged)}</td></tr>")
+    page = ("<!doctype html><meta charset='utf-8'><title>drug_nbdev monitoring</title><h1>Monitoring reports</h1>"
+            "<table border=1 cellpadding=4><tr><th>report</th><th>window (UTC)</th><th>predictions</th><th>status</th>"
+            "<th>drifted</th></tr>" + ''.join(rows) + "</table>")
+    p = reports/'monitoring'/'index.html'; p.write_text(page, encoding='utf-8')
+    return p
+
+# %% ../nbs/16_monitor.ipynb #5c2fcfd8
 def monitor_main(start: str = '', end: str = '', since_days: float = 7, reports_dir=None) -> int:
     "CLI: report on the window into reports/monitoring/<stamp>/; 0 no drift (or not enough data), 3 drift, 2 bad arguments, 1 failure."
     try: s, e = parse_window(start, end, since_days)
     except ValueError as err:
         print(f'monitor: {err}', file=sys.stderr); return EXIT_BAD_ARGS
-    nb = _notebook()
+    nb = _monitor_notebook()
     if nb is None:
         print('monitor: nbs/16_monitor.ipynb is not here (run it from a source checkout)', file=sys.stderr); return EXIT_FAILED
     reports = Path(reports_dir or get_settings().reports_dir)
@@ -163,29 +194,3 @@ def monitor_main(start: str = '', end: str = '', since_days: float = 7, reports_
           f'report: {out/"index.html"}')
     _write_index(reports)
     return EXIT_DRIFT if summary['status'] == 'drift' else EXIT_OK
-
-# %% ../nbs/16_monitor.ipynb #c7db1a14
-def _render_html(nb_path: Path, html_path: Path) -> None:
-    "The executed notebook as HTML without code (inputs and prompts hidden, figures embedded)."
-    import nbformat
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                           embed_images=True).from_notebook_node(nbformat.read(nb_path, as_version=4))
-    tmp = html_path.with_suffix('.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(html_path)
-
-def _write_index(reports: Path) -> Path:
-    "reports/monitoring/index.html: every monitoring report, newest first, with its status."
-    import html
-    rows = []
-    for d in sorted((reports/'monitoring').glob('*/monitor.json'), reverse=True):
-        try: s = json.loads(d.read_text())
-        except ValueError: continue
-        flagged = ', '.join(f['feature'] for f in s.get('features', []) if f.get('drift'))
-        rows.append(f"<tr><td><a href='{html.escape(d.parent.name)}/index.html'>{html.escape(d.parent.name)}</a></td>"
-                    f"<td>{html.escape(s['window']['start'])} – {html.escape(s['window']['end'])}</td><td>{int(s['n_records'])}</td>"
-                    f"<td>{html.escape(s['status'])}</td><td>{html.escape(flagged)}</td></tr>")
-    page = ("<!doctype html><meta charset='utf-8'><title>drug_nbdev monitoring</title><h1>Monitoring reports</h1>"
-            "<table border=1 cellpadding=4><tr><th>report</th><th>window (UTC)</th><th>predictions</th><th>status</th>"
-            "<th>drifted</th></tr>" + ''.join(rows) + "</table>")
-    p = reports/'monitoring'/'index.html'; p.write_text(page, encoding='utf-8')
-    return p
