@@ -266,8 +266,12 @@ def _overlaps(inp: str, files: list[str], dst: Path) -> bool:
             or any(Path(f).is_relative_to(r) for f in files))
 
 # %% ../nbs/14_batch.ipynb #4a4e598c
-def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 100_000,
-                 scheduler: str | None = None) -> int:
+def predict_main(inp: str, # what to score: a file, a folder, a glob or an abfs:// URL
+                 out: str, # a .csv or .parquet file, or a folder for a Parquet dataset (a file per partition)
+                 model: str | None = None, # a registered version; None: the current model
+                 chunksize: int = 100_000, # rows per chunk (and at least per Parquet partition)
+                 scheduler: str | None = None # a Dask scheduler's address; None: score in this process
+                ) -> int:
     "Score `inp` (file, folder, glob or abfs:// URL) into `out` (.csv, .parquet, or a folder: a Parquet dataset); exit code."
     dst = Path(out)
     if dst.suffix and dst.suffix.lower() not in ('.csv', '.parquet', '.pq'):

@@ -82,7 +82,13 @@ class ModelPlugin(WorkerPlugin):
 # %% ../nbs/19_distributed.ipynb #053b2f64
 class ClusterScores:
     "Scores `parts` on the Dask cluster at `address`: iterate for (partition index, scored chunk), in order."
-    def __init__(self, address: str, predictor: Predictor, parts: list[Part], chunksize: int = 100_000, window: int | None = None):
+    def __init__(self,
+                 address: str, # the Dask scheduler's address
+                 predictor: Predictor, # its model is shipped to the workers
+                 parts: list[Part], # the partitions to score, in output order
+                 chunksize: int = 100_000, # rows per chunk within a partition
+                 window: int | None = None # tasks in flight at once; None: two per worker thread
+                ):
         self.address, self.predictor, self.parts, self.chunksize, self.window = address, predictor, parts, chunksize, window
         self.client, self.futures, self.where = None, deque(), ''
         self.no_worker_wait = float(os.environ.get('DRUG_NBDEV_DASK_WAIT', 60))   # seconds without any worker before giving up
@@ -183,7 +189,12 @@ def _listed(paths) -> list[tuple[Path, Path | None, str]]:
     return [x if isinstance(x, tuple) else (x, None, '') for x in _expand(paths)]
 
 # %% ../nbs/19_distributed.ipynb #d468e983
-def ingest_on_cluster(paths, address: str, dataset: str = 'drug200', key: str | None = None, report=None) -> list:
+def ingest_on_cluster(paths, # files or folders (searched recursively)
+                      address: str, # the Dask scheduler's address
+                      dataset: str = 'drug200', # the folder under raw/ in the store
+                      key: str | None = None, # the HDF5 key to read when a file holds several
+                      report=None # called with each IngestResult as it arrives
+                     ) -> list:
     "Ingest the files in `paths` (files or folders) on the Dask cluster at `address`: one `IngestResult` per file, in order."
     from drug_nbdev.ingest import IngestResult, _check_dataset
     _check_dataset(dataset)

@@ -31,7 +31,11 @@ def _numeric_bins(train: pd.Series, n: int = 10) -> np.ndarray:
     return np.unique(np.quantile(train.to_numpy(float), np.linspace(0, 1, n + 1)[1:-1]))
 
 # %% ../nbs/16_monitor.ipynb #f84e77c8
-def feature_drift(train: pd.DataFrame, served: pd.DataFrame, alpha: float = ALPHA, psi_min: float = PSI_MIN) -> pd.DataFrame:
+def feature_drift(train: pd.DataFrame, # the patients the model was trained on
+                  served: pd.DataFrame, # the patients it was asked about
+                  alpha: float = ALPHA, # a p-value below this says the difference is real
+                  psi_min: float = PSI_MIN # a PSI at least this says the difference matters
+                 ) -> pd.DataFrame:
     "Per feature: the test, its statistic and p-value, the PSI, and `drift` (p < alpha and PSI >= psi_min)."
     rows = []
     for c in FEATURES:
@@ -69,7 +73,11 @@ def served_records(start: datetime, end: datetime, engine: sa.Engine | None = No
     return pd.DataFrame(rows, columns=cols), bad
 
 # %% ../nbs/16_monitor.ipynb #5570ac1f
-def parse_window(start: str = '', end: str = '', since_days: float = 7, now: datetime | None = None) -> tuple[datetime, datetime]:
+def parse_window(start: str = '', # ISO date or time (UTC when no zone is given); '' = `since_days` before `end`
+                 end: str = '', # ISO date or time; '' = now
+                 since_days: float = 7, # the window's length when `start` is ''
+                 now: datetime | None = None # the time taken as now (default: the clock)
+                ) -> tuple[datetime, datetime]:
     "The UTC window [start, end) from ISO texts ('' = now / `since_days` before end); ValueError saying what is wrong."
     def when(text, name):
         try: t = datetime.fromisoformat(text.strip())
@@ -88,7 +96,11 @@ def _json_num(x):
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 # %% ../nbs/16_monitor.ipynb #a61bbd01
-def monitor_summary(start: datetime, end: datetime, engine: sa.Engine | None = None, models_dir=None) -> dict:
+def monitor_summary(start: datetime, # the window's start (included)
+                    end: datetime, # the window's end (excluded)
+                    engine: sa.Engine | None = None, # the database of the audit and the patients; None: the project's
+                    models_dir=None # the registry; None: the project's
+                   ) -> dict:
     "Drift, prediction mix, volume and out-of-range share of the predictions served in [start, end)."
     from drug_nbdev.ingest import load_patients, frame_sha256
     from drug_nbdev.registry import load_model
@@ -164,7 +176,11 @@ def _write_index(reports: Path) -> Path:
     return p
 
 # %% ../nbs/16_monitor.ipynb #5c2fcfd8
-def monitor_main(start: str = '', end: str = '', since_days: float = 7, reports_dir=None) -> int:
+def monitor_main(start: str = '', # window start, ISO date or time (UTC); '' = `since_days` before `end`
+                 end: str = '', # window end; '' = now
+                 since_days: float = 7, # window length when `start` is ''
+                 reports_dir=None # where reports/monitoring/ is; None: the project's reports folder
+                ) -> int:
     "CLI: report on the window into reports/monitoring/<stamp>/; 0 no drift (or not enough data), 3 drift, 2 bad arguments, 1 failure."
     try: s, e = parse_window(start, end, since_days)
     except ValueError as err:

@@ -118,7 +118,11 @@ def mean_sd(d: dict | None, digits: int = 3) -> str:
     return f"{float(d['mean']):.{digits}f} ± {float(d.get('std') or 0):.{digits}f}"
 
 # %% ../nbs/16_reports.ipynb #bca12038
-def metric_table(df: pd.DataFrame, digits: int = 3, highlight: str | None = None, caption: str | None = None):
+def metric_table(df: pd.DataFrame, # the metrics, one row per model or fold
+                 digits: int = 3, # decimals of the float columns
+                 highlight: str | None = None, # the index label of the row to show in bold (the chosen model)
+                 caption: str | None = None # the table's title
+                ):
     "`df` as a Styler: floats to `digits` decimals, integers as integers, the row labelled `highlight` in bold."
     fmt = {c: (f'{{:.{digits}f}}' if pd.api.types.is_float_dtype(df[c]) else '{:d}' if pd.api.types.is_integer_dtype(df[c]) else None)
            for c in df.columns}
@@ -433,7 +437,10 @@ def _html_files(path: Path) -> list:
     return out
 
 # %% ../nbs/16_reports.ipynb #3dca1f58
-def check_reports(paths=None, out=None, err=None) -> int:
+def check_reports(paths=None, # HTML reports or folders of them; None: the reports folder
+                  out=None, # where the problems are listed (default: stdout)
+                  err=None # where the summary and errors go (default: stderr)
+                 ) -> int:
     "Check every HTML report under `paths` (default: the reports folder); 0 all clean, 1 a report has problems, 2 nothing to check."
     import sys
     out, err = out or sys.stdout, err or sys.stderr

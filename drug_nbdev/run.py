@@ -299,7 +299,11 @@ def _source_index(out_nb: Path, index: int) -> int:
     injected = [i for i, c in enumerate(cells) if 'injected-parameters' in c.metadata.get('tags', [])]
     return index - 1 if injected and injected[0] < index else index
 
-def execute_stage(nb, out_dir, parameters: dict, cwd=None) -> dict:
+def execute_stage(nb, # the stage's notebook
+                  out_dir, # where the executed notebook and its HTML go
+                  parameters: dict, # the parameters papermill injects (checked already)
+                  cwd=None # the kernel's working folder; None: the notebook's
+                 ) -> dict:
     "Run notebook `nb` with `parameters` into `out_dir`, render its HTML; the stage's status, times and error."
     import papermill as pm
     out_dir = Path(out_dir); out_nb = out_dir/Path(nb).name; out_html = out_nb.with_suffix('.html')
@@ -370,7 +374,12 @@ def _run_id(stamp: str, params: dict, i: int) -> str:
 # %% ../nbs/17_run.ipynb #5c4ff75d
 _SERIAL = {'ingest': threading.Lock()}   # writes the shared database and store: one run at a time
 
-def run_stages(run_dir, stages: dict[str, Path], params: dict, meta: dict | None = None, on_stage=None) -> dict:
+def run_stages(run_dir, # the run's folder: reports/<run-id>
+               stages: dict[str, Path], # stage name -> notebook, in the order to run
+               params: dict, # this run's parameters; each stage gets those it declares
+               meta: dict | None = None, # what run.json records besides (batch name, commit, packages…)
+               on_stage=None # called with (stage, status) after each stage
+              ) -> dict:
     "Execute `stages` with `params` into `run_dir`, writing run.json as it goes; the run's record."
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     rec = dict(run_id=run_dir.name, **(meta or {}), parameters=params, status='running', started=_now(),
@@ -442,8 +451,14 @@ def _stamp(reports: Path) -> str:
         t = t + timedelta(seconds=1)
 
 # %% ../nbs/17_run.ipynb #1b9168c1
-def run_main(params: str | None = None, only: str | None = None, jobs: int = 1, nbs=None,
-             reports_dir=None, env: dict | None = None, overrides: list[str] | None = None) -> int:
+def run_main(params: str | None = None, # a parameters file (YAML, or JSON for *.json); None: the defaults
+             only: str | None = None, # comma list of stages; None: the file's `only`, else all
+             jobs: int = 1, # runs executed at once
+             nbs=None, # the notebook folder; None: the project's nbs/
+             reports_dir=None, # where run folders and index.html go; None: the project's reports folder
+             env: dict | None = None, # environment variables to set (None: remove) for the kernels
+             overrides: list[str] | None = None # NAME=VALUE parameters that win over the file's
+            ) -> int:
     "Run the stage notebooks (all, or `only`) once or over the grid in `params` (`overrides`: NAME=VALUE); 0 ok, 1 failed, 2 refused."
     from tqdm import tqdm
     try:
