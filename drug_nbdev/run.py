@@ -299,6 +299,7 @@ def _source_index(out_nb: Path, index: int) -> int:
     injected = [i for i, c in enumerate(cells) if 'injected-parameters' in c.metadata.get('tags', [])]
     return index - 1 if injected and injected[0] < index else index
 
+# %% ../nbs/17_run.ipynb #36d4de5c
 def execute_stage(nb, # the stage's notebook
                   out_dir, # where the executed notebook and its HTML go
                   parameters: dict, # the parameters papermill injects (checked already)
@@ -450,6 +451,20 @@ def _stamp(reports: Path) -> str:
         if not any(reports.glob(f'{s}-*')): return s
         t = t + timedelta(seconds=1)
 
+# %% ../nbs/17_run.ipynb #8f7483c8
+def _kernel_env(env: dict | None = None) -> dict:
+    "The variables `run_main` sets (None: removes) for the kernels, `env` last."
+    return {'DRUG_NBDEV_HOME': os.environ.get('DRUG_NBDEV_HOME') or str(project_root()),
+            'PYTHONHASHSEED': os.environ.get('PYTHONHASHSEED') or '0',
+            'TF_CPP_MIN_LOG_LEVEL': os.environ.get('TF_CPP_MIN_LOG_LEVEL') or '1', 'IN_TEST': None, **(env or {})}
+
+# %% ../nbs/17_run.ipynb #55ddf04f
+def _run_line(rid: str, r: dict) -> str:
+    "The line printed when run `rid` ends with record `r`."
+    err = r.get('error') or {}
+    return (f"{rid}  {r['status']}" + (f"  {err.get('stage', '')} cell {err.get('cell_index')}: "
+            f"{err.get('ename')}: {err.get('evalue')}" if r['status'] != 'succeeded' else ''))
+
 # %% ../nbs/17_run.ipynb #1b9168c1
 def run_main(params: str | None = None, # a parameters file (YAML, or JSON for *.json); None: the defaults
              only: str | None = None, # comma list of stages; None: the file's `only`, else all
@@ -475,9 +490,7 @@ def run_main(params: str | None = None, # a parameters file (YAML, or JSON for *
     stamp, grid = _stamp(reports), bool(spec.get('grid'))
     meta = dict(name=spec.get('name'), grid=grid, params_file=str(params) if params else None,
                 stage_names=list(stages), git=git_state(nbs), packages=package_versions())
-    kenv = {'DRUG_NBDEV_HOME': os.environ.get('DRUG_NBDEV_HOME') or str(project_root()),
-            'PYTHONHASHSEED': os.environ.get('PYTHONHASHSEED') or '0',
-            'TF_CPP_MIN_LOG_LEVEL': os.environ.get('TF_CPP_MIN_LOG_LEVEL') or '1', 'IN_TEST': None, **(env or {})}
+    kenv = _kernel_env(env)
     ids = [_run_id(stamp, p, i) for i, p in enumerate(runs)]
     print(f"{len(runs)} run(s) of {', '.join(stages)} -> {reports}", file=sys.stderr)
     bar = tqdm(total=len(runs) * len(stages), desc=f'runs 0/{len(runs)}', unit='stage', file=sys.stderr)
@@ -498,10 +511,7 @@ def run_main(params: str | None = None, # a parameters file (YAML, or JSON for *
             r = recs[rid]
             with lock:
                 done[0] += 1; bar.set_description(f'runs {done[0]}/{len(runs)}')
-                err = r.get('error') or {}
-                msg = (f"{rid}  {r['status']}" + (f"  {err.get('stage', '')} cell {err.get('cell_index')}: "
-                       f"{err.get('ename')}: {err.get('evalue')}" if r['status'] != 'succeeded' else ''))
-                tqdm.write(msg, file=sys.stdout)
+                tqdm.write(_run_line(rid, r), file=sys.stdout)
     bar.close()
     if not grid and ids: _point_latest(reports, ids[-1])
     write_leaderboard(reports)
