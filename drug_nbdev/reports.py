@@ -307,11 +307,11 @@ _SORT_JS = """document.querySelectorAll('th[data-sort]').forEach(function (th) {
 });"""
 
 # %% ../nbs/16_reports.ipynb #6c00df69
-def _s(x) -> str:
+def _text(x) -> str:
     return '' if x is None or (isinstance(x, float) and pd.isna(x)) else str(x)
 
 # %% ../nbs/16_reports.ipynb #bbb6a717
-def _fmt(x, digits=3) -> str:
+def _decimals(x, digits=3) -> str:
     return '' if x is None or pd.isna(x) else f'{x:.{digits}f}'
 
 # %% ../nbs/16_reports.ipynb #77fb767b
@@ -327,19 +327,19 @@ def _columns():
         def cell(r):
             v = r[col]
             if pd.isna(v): return '', ''
-            return (_fmt(v) + (f" ± {_fmt(r[sd])}" if sd and not pd.isna(r[sd]) else '')), repr(float(v))
+            return (_decimals(v) + (f" ± {_decimals(r[sd])}" if sd and not pd.isna(r[sd]) else '')), repr(float(v))
         return cell, best
     def run(r):
         more = [x for x in r.run_ids if x != r.run_id]
-        return (f"<code>{e(str(r.run_id))}</code>" + (f"<br>{e(_s(r['name']))}" if _s(r['name']) else '') +
+        return (f"<code>{e(str(r.run_id))}</code>" + (f"<br>{e(_text(r['name']))}" if _text(r['name']) else '') +
                 f"<div class='links'>{links(r)}</div>" + provenance(r) +
                 (f"<details><summary>{len(more)} earlier run(s)</summary>" + '<br>'.join(
                     f"<a href='{e(x)}/run.json'><code>{e(x)}</code></a>" for x in more) + '</details>' if more else ''),
                 str(r.run_id))
     def status(r):
-        if not _s(r.error): return e(str(r.status)), str(r.status)
-        link = f"{e(str(r.run_id))}/{e(_s(r.error_html))}#papermill-error-cell" if _s(r.error_html) else None
-        return (f"<div class='err'>{e(_s(r.error))}</div>" + (f"<a href='{link}'>failing cell</a>" if link else '')), str(r.status)
+        if not _text(r.error): return e(str(r.status)), str(r.status)
+        link = f"{e(str(r.run_id))}/{e(_text(r.error_html))}#papermill-error-cell" if _text(r.error_html) else None
+        return (f"<div class='err'>{e(_text(r.error))}</div>" + (f"<a href='{link}'>failing cell</a>" if link else '')), str(r.status)
     def params(r):
         return (', '.join(f'{e(str(k))}={e(json.dumps(v))}' for k, v in r.parameters.items()) or "<span class='muted'>defaults</span>",
                 json.dumps(r.parameters, sort_keys=True))
@@ -347,18 +347,18 @@ def _columns():
         return str(r.runs) + (" <span class='err' title='the repeats gave different metrics'>≠</span>" if r.metrics_differ else ''), str(r.runs)
     def short(v, star=False): return f"<code title='{e(v)}'>{e(v[:12])}</code>{'*' if star else ''}" if v else '?'
     def provenance(r):
-        return (f"<div class='muted small'>data {short(_s(r.data_sha256))} · commit "
-                f"{short(_s(r.commit), _s(r.dirty) == 'True')}</div>")
+        return (f"<div class='muted small'>data {short(_text(r.data_sha256))} · commit "
+                f"{short(_text(r.commit), _text(r.dirty) == 'True')}</div>")
     def links(r):
         rid = e(str(r.run_id))
         out = [f"<a href='{rid}/{e(h)}'>{e(s)}</a>" for s, h in r.reports.items()]
-        if _s(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'><b>model card</b></a>")
+        if _text(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'><b>model card</b></a>")
         figs = ' · '.join(f"<a href='{rid}/figures/{e(f)}'>{e(_figure_label(f))}</a>" for f in r.figures)
         return ' · '.join(out) + (f"<br><span class='muted'>figures:</span> {figs}" if figs else '')
     return [('#', lambda r: (str(r['rank']), str(r['rank'])), 'low', True), ('run', run, 'text', False),
             ('runs', runs, 'high', True), ('status', status, 'text', False), ('parameters', params, 'text', False),
-            ('model', lambda r: (e(_s(r.model)) + (f"<br><code class='small'>{e(_s(r.model_version))}</code>"
-                                                     if _s(r.model_version) else ''), _s(r.model)), 'text', False),
+            ('model', lambda r: (e(_text(r.model)) + (f"<br><code class='small'>{e(_text(r.model_version))}</code>"
+                                                     if _text(r.model_version) else ''), _text(r.model)), 'text', False),
             ('CV macro-F1', *metric('cv_f1_macro_mean', 'high', 'cv_f1_macro_std'), True),
             ('CV accuracy', *metric('cv_accuracy_mean', 'high', 'cv_accuracy_std'), True),
             ('CV log loss', *metric('cv_log_loss_mean', 'low', 'cv_log_loss_std'), True),

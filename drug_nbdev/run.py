@@ -30,7 +30,7 @@ class RunError(ValueError):
     "A run request that cannot start: unknown stage or parameter, ill-typed value, missing kernel."
 
 # %% ../nbs/17_run.ipynb #91878f56
-def _nbs(nbs=None) -> Path:
+def _notebook_folder(nbs=None) -> Path:
     "The notebook folder: `nbs`, else <project_root()>/nbs, else the nbs/ of the checkout holding this module."
     if nbs: return Path(nbs).expanduser().resolve()
     for base in (project_root(), checkout_root()):
@@ -40,7 +40,7 @@ def _nbs(nbs=None) -> Path:
 # %% ../nbs/17_run.ipynb #8a806e21
 def find_stages(only: str | list | None = None, nbs=None) -> dict[str, Path]:
     "The notebooks of the selected stages (`only`: comma list or list of names; None = all), in number order."
-    nbs = _nbs(nbs)
+    nbs = _notebook_folder(nbs)
     if only is None: names = list(STAGES)
     else:
         names = [s.strip() for s in (only.split(',') if isinstance(only, str) else only) if str(s).strip()]
@@ -485,7 +485,7 @@ def run_main(params: str | None = None, # a parameters file (YAML, or JSON for *
         check_kernel()
     except RunError as e:
         print(f'error: {e}', file=sys.stderr); return 2
-    nbs, reports = _nbs(nbs), Path(reports_dir or get_settings().reports_dir).expanduser().resolve()
+    nbs, reports = _notebook_folder(nbs), Path(reports_dir or get_settings().reports_dir).expanduser().resolve()
     reports.mkdir(parents=True, exist_ok=True)
     stamp, grid = _stamp(reports), bool(spec.get('grid'))
     meta = dict(name=spec.get('name'), grid=grid, params_file=str(params) if params else None,
