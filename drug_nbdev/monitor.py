@@ -14,7 +14,7 @@ from .db import get_engine, predictions
 
 # %% auto #0
 __all__ = ['ALPHA', 'PSI_MIN', 'MIN_RECORDS', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_BAD_ARGS', 'EXIT_DRIFT', 'psi', 'feature_drift',
-           'served_records', 'parse_window', 'monitor_summary', 'monitor_main']
+           'served_records', 'parse_window', 'prediction_mix', 'monitor_summary', 'monitor_main']
 
 # %% ../nbs/16_monitor.ipynb #954e0d47
 ALPHA, PSI_MIN, MIN_RECORDS = 0.01, 0.1, 30
@@ -95,6 +95,28 @@ def _json_num(x):
     "A float JSON can carry (NaN and infinities as None)."
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
+# %% ../nbs/16_monitor.ipynb #c460a27b
+def prediction_mix(trained: pd.Series, # the training data's drug per patient
+                   answered: pd.Series # the served predictions
+                  ) -> dict:
+    "The chi-squared test and PSI of the served predictions' drug shares against the training data's, and their shares."
+    tc, sc = trained.value_counts(), answered.value_counts()
+    drugs = [k for k in DRUGS if tc.get(k, 0) + sc.get(k, 0) > 0]
+    table = np.array([[int(tc.get(k, 0)) for k in drugs], [int(sc.get(k, 0)) for k in drugs]])
+    chi, p = map(float, stats.chi2_contingency(table)[:2]) if len(drugs) > 1 else (0.0, 1.0)
+    shift = psi(table[0] / table[0].sum(), table[1] / table[1].sum())
+    return dict(test='chi2', statistic=_json_num(chi), p_value=_json_num(p), psi=_json_num(shift),
+                drift=bool(p < ALPHA and shift >= PSI_MIN),
+                train_share={k: round(int(tc.get(k, 0)) / table[0].sum(), 4) for k in drugs},
+                served_share={k: round(int(sc.get(k, 0)) / table[1].sum(), 4) for k in drugs})
+
+# %% ../nbs/16_monitor.ipynb #718358dc
+def _out_of_range(served: pd.DataFrame, ranges: dict) -> dict:
+    "How many `served` rows have a value outside `ranges` ({column: (low, high)}), and their share."
+    outside = np.zeros(len(served), bool)
+    for c, (lo, hi) in ranges.items(): outside |= ~served[c].between(lo, hi).to_numpy()
+    return dict(share=round(float(outside.mean()), 4), n=int(outside.sum()), ranges=ranges)
+
 # %% ../nbs/16_monitor.ipynb #a61bbd01
 def monitor_summary(start: datetime, # the window's start (included)
                     end: datetime, # the window's end (excluded)
@@ -122,19 +144,8 @@ def monitor_summary(start: datetime, # the window's start (included)
     d = feature_drift(train, served)
     out['features'] = [dict(feature=r.feature, test=r.test, statistic=_json_num(r.statistic), p_value=_json_num(r.p_value),
                             psi=_json_num(r.psi), drift=bool(r.drift)) for r in d.itertuples()]
-    tc, sc = train[TARGET].value_counts(), served.prediction.value_counts()
-    drugs = [k for k in DRUGS if tc.get(k, 0) + sc.get(k, 0) > 0]
-    table = np.array([[int(tc.get(k, 0)) for k in drugs], [int(sc.get(k, 0)) for k in drugs]])
-    chi, p = map(float, stats.chi2_contingency(table)[:2]) if len(drugs) > 1 else (0.0, 1.0)
-    shift = psi(table[0] / table[0].sum(), table[1] / table[1].sum())
-    out['prediction_mix'] = dict(test='chi2', statistic=_json_num(chi), p_value=_json_num(p), psi=_json_num(shift),
-                                 drift=bool(p < ALPHA and shift >= PSI_MIN),
-                                 train_share={k: round(int(tc.get(k, 0)) / table[0].sum(), 4) for k in drugs},
-                                 served_share={k: round(int(sc.get(k, 0)) / table[1].sum(), 4) for k in drugs})
-    ranges = model.meta.get('input_ranges') or {}
-    outside = np.zeros(len(served), bool)
-    for c, (lo, hi) in ranges.items(): outside |= ~served[c].between(lo, hi).to_numpy()
-    out['out_of_range'] = dict(share=round(float(outside.mean()), 4), n=int(outside.sum()), ranges=ranges)
+    out['prediction_mix'] = prediction_mix(train[TARGET], served.prediction)
+    out['out_of_range'] = _out_of_range(served, model.meta.get('input_ranges') or {})
     out['status'] = 'drift' if any(f['drift'] for f in out['features']) or out['prediction_mix']['drift'] else 'ok'
     return out
 
