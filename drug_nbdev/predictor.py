@@ -91,18 +91,6 @@ class Predictor:
     @property
     def model(self): return self._served.model
 
-# %% ../nbs/12_predictor.ipynb #8b0b1182
-@patch
-def info(self: Predictor) -> dict:
-    "What is served: type, version, classes, features, metrics, trained_at (for /model/info)."
-    self._follow()
-    m = self._served.model
-    final = m.estimator.steps[-1][1] if getattr(m, 'estimator', None) is not None and hasattr(m.estimator, 'steps') else m.estimator
-    return dict(type=type(final).__name__ if final is not None else m.meta.get('name', m.kind), name=m.meta.get('name'),
-                kind=m.kind, version=m.version, classes=list(m.classes), features=list(m.meta.get('features', FEATURES)),
-                metrics=m.meta.get('metrics', {}), params=m.meta.get('params', {}),
-                input_ranges=m.meta.get('input_ranges', {}), trained_at=m.meta.get('trained_at'))
-
 # %% ../nbs/12_predictor.ipynb #19fa981d
 @patch
 def _follow(self: Predictor) -> None:
@@ -119,6 +107,18 @@ def _reload_quietly(self: Predictor) -> None:
     except Exception as e: print(f'drug-nbdev: could not load the registry\'s current model, still serving '
                                  f'{self._served.version}: {e}', file=sys.stderr)
     finally: self._reloading.release()
+
+# %% ../nbs/12_predictor.ipynb #8b0b1182
+@patch
+def info(self: Predictor) -> dict:
+    "What is served: type, version, classes, features, metrics, trained_at (for /model/info)."
+    self._follow()
+    m = self._served.model
+    final = m.estimator.steps[-1][1] if getattr(m, 'estimator', None) is not None and hasattr(m.estimator, 'steps') else m.estimator
+    return dict(type=type(final).__name__ if final is not None else m.meta.get('name', m.kind), name=m.meta.get('name'),
+                kind=m.kind, version=m.version, classes=list(m.classes), features=list(m.meta.get('features', FEATURES)),
+                metrics=m.meta.get('metrics', {}), params=m.meta.get('params', {}),
+                input_ranges=m.meta.get('input_ranges', {}), trained_at=m.meta.get('trained_at'))
 
 # %% ../nbs/12_predictor.ipynb #45d90649
 @patch
