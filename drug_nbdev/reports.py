@@ -319,51 +319,86 @@ def _figure_label(fname: str) -> str:
     "07_train-confusion-matrix.png -> confusion matrix"
     return Path(fname).stem.split('-', 1)[-1].replace('-', ' ')
 
+# %% ../nbs/16_reports.ipynb #cf2db297
+def _metric_cell(col: str, sd: str | None = None):
+    "A row -> (cell, sort value) function for metric `col`: 'mean ± sd' when the row has `sd`."
+    def cell(r):
+        v = r[col]
+        if pd.isna(v): return '', ''
+        return (_decimals(v) + (f" ± {_decimals(r[sd])}" if sd and not pd.isna(r[sd]) else '')), repr(float(v))
+    return cell
+
+# %% ../nbs/16_reports.ipynb #3f13cc4c
+def _short_hash(v: str, star: bool = False) -> str:
+    "The first 12 characters of a checksum or commit, the whole one on hover; `*`: modified files."
+    e = html.escape
+    return f"<code title='{e(v)}'>{e(v[:12])}</code>{'*' if star else ''}" if v else '?'
+
+# %% ../nbs/16_reports.ipynb #fbd5397d
+def _provenance(r) -> str:
+    "The data checksum and the commit a run used."
+    return (f"<div class='muted small'>data {_short_hash(_text(r.data_sha256))} · commit "
+            f"{_short_hash(_text(r.commit), _text(r.dirty) == 'True')}</div>")
+
+# %% ../nbs/16_reports.ipynb #ac0db78f
+def _links(r) -> str:
+    "Links to a run's stage reports, model card and figures."
+    e = html.escape
+    rid = e(str(r.run_id))
+    out = [f"<a href='{rid}/{e(h)}'>{e(s)}</a>" for s, h in r.reports.items()]
+    if _text(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'><b>model card</b></a>")
+    figs = ' · '.join(f"<a href='{rid}/figures/{e(f)}'>{e(_figure_label(f))}</a>" for f in r.figures)
+    return ' · '.join(out) + (f"<br><span class='muted'>figures:</span> {figs}" if figs else '')
+
+# %% ../nbs/16_reports.ipynb #7be191e1
+def _run_cell(r) -> tuple[str, str]:
+    "The run's id and name, its links and provenance, and the earlier runs it stands for."
+    e = html.escape
+    more = [x for x in r.run_ids if x != r.run_id]
+    return (f"<code>{e(str(r.run_id))}</code>" + (f"<br>{e(_text(r['name']))}" if _text(r['name']) else '') +
+            f"<div class='links'>{_links(r)}</div>" + _provenance(r) +
+            (f"<details><summary>{len(more)} earlier run(s)</summary>" + '<br>'.join(
+                f"<a href='{e(x)}/run.json'><code>{e(x)}</code></a>" for x in more) + '</details>' if more else ''),
+            str(r.run_id))
+
+# %% ../nbs/16_reports.ipynb #1c9467e0
+def _status_cell(r) -> tuple[str, str]:
+    "The run's status; for a failure, the error and a link to the failing cell."
+    e = html.escape
+    if not _text(r.error): return e(str(r.status)), str(r.status)
+    link = f"{e(str(r.run_id))}/{e(_text(r.error_html))}#papermill-error-cell" if _text(r.error_html) else None
+    return (f"<div class='err'>{e(_text(r.error))}</div>" + (f"<a href='{link}'>failing cell</a>" if link else '')), str(r.status)
+
+# %% ../nbs/16_reports.ipynb #b7fa0700
+def _params_cell(r) -> tuple[str, str]:
+    "The run's parameters as name=value, 'defaults' when none."
+    e = html.escape
+    return (', '.join(f'{e(str(k))}={e(json.dumps(v))}' for k, v in r.parameters.items()) or "<span class='muted'>defaults</span>",
+            json.dumps(r.parameters, sort_keys=True))
+
+# %% ../nbs/16_reports.ipynb #6eb5967e
+def _runs_cell(r) -> tuple[str, str]:
+    "How many runs the row stands for, flagged when their metrics differ."
+    return str(r.runs) + (" <span class='err' title='the repeats gave different metrics'>≠</span>" if r.metrics_differ else ''), str(r.runs)
+
+# %% ../nbs/16_reports.ipynb #36989a04
+def _model_cell(r) -> tuple[str, str]:
+    "The model's name and its registered version."
+    e = html.escape
+    return (e(_text(r.model)) + (f"<br><code class='small'>{e(_text(r.model_version))}</code>" if _text(r.model_version) else ''),
+            _text(r.model))
+
 # %% ../nbs/16_reports.ipynb #5c7bcb1d
 # (header, row -> (cell html, sort value), sort kind: high/low/text/None, numeric cell)
 def _columns():
-    e = html.escape
-    def metric(col, best, sd=None):
-        def cell(r):
-            v = r[col]
-            if pd.isna(v): return '', ''
-            return (_decimals(v) + (f" ± {_decimals(r[sd])}" if sd and not pd.isna(r[sd]) else '')), repr(float(v))
-        return cell, best
-    def run(r):
-        more = [x for x in r.run_ids if x != r.run_id]
-        return (f"<code>{e(str(r.run_id))}</code>" + (f"<br>{e(_text(r['name']))}" if _text(r['name']) else '') +
-                f"<div class='links'>{links(r)}</div>" + provenance(r) +
-                (f"<details><summary>{len(more)} earlier run(s)</summary>" + '<br>'.join(
-                    f"<a href='{e(x)}/run.json'><code>{e(x)}</code></a>" for x in more) + '</details>' if more else ''),
-                str(r.run_id))
-    def status(r):
-        if not _text(r.error): return e(str(r.status)), str(r.status)
-        link = f"{e(str(r.run_id))}/{e(_text(r.error_html))}#papermill-error-cell" if _text(r.error_html) else None
-        return (f"<div class='err'>{e(_text(r.error))}</div>" + (f"<a href='{link}'>failing cell</a>" if link else '')), str(r.status)
-    def params(r):
-        return (', '.join(f'{e(str(k))}={e(json.dumps(v))}' for k, v in r.parameters.items()) or "<span class='muted'>defaults</span>",
-                json.dumps(r.parameters, sort_keys=True))
-    def runs(r):
-        return str(r.runs) + (" <span class='err' title='the repeats gave different metrics'>≠</span>" if r.metrics_differ else ''), str(r.runs)
-    def short(v, star=False): return f"<code title='{e(v)}'>{e(v[:12])}</code>{'*' if star else ''}" if v else '?'
-    def provenance(r):
-        return (f"<div class='muted small'>data {short(_text(r.data_sha256))} · commit "
-                f"{short(_text(r.commit), _text(r.dirty) == 'True')}</div>")
-    def links(r):
-        rid = e(str(r.run_id))
-        out = [f"<a href='{rid}/{e(h)}'>{e(s)}</a>" for s, h in r.reports.items()]
-        if _text(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'><b>model card</b></a>")
-        figs = ' · '.join(f"<a href='{rid}/figures/{e(f)}'>{e(_figure_label(f))}</a>" for f in r.figures)
-        return ' · '.join(out) + (f"<br><span class='muted'>figures:</span> {figs}" if figs else '')
-    return [('#', lambda r: (str(r['rank']), str(r['rank'])), 'low', True), ('run', run, 'text', False),
-            ('runs', runs, 'high', True), ('status', status, 'text', False), ('parameters', params, 'text', False),
-            ('model', lambda r: (e(_text(r.model)) + (f"<br><code class='small'>{e(_text(r.model_version))}</code>"
-                                                     if _text(r.model_version) else ''), _text(r.model)), 'text', False),
-            ('CV macro-F1', *metric('cv_f1_macro_mean', 'high', 'cv_f1_macro_std'), True),
-            ('CV accuracy', *metric('cv_accuracy_mean', 'high', 'cv_accuracy_std'), True),
-            ('CV log loss', *metric('cv_log_loss_mean', 'low', 'cv_log_loss_std'), True),
-            ('test accuracy', *metric('test_accuracy', 'high'), True), ('test macro-F1', *metric('test_f1_macro', 'high'), True),
-            ('test log loss', *metric('test_log_loss', 'low'), True)]
+    return [('#', lambda r: (str(r['rank']), str(r['rank'])), 'low', True), ('run', _run_cell, 'text', False),
+            ('runs', _runs_cell, 'high', True), ('status', _status_cell, 'text', False), ('parameters', _params_cell, 'text', False),
+            ('model', _model_cell, 'text', False),
+            ('CV macro-F1', _metric_cell('cv_f1_macro_mean', 'cv_f1_macro_std'), 'high', True),
+            ('CV accuracy', _metric_cell('cv_accuracy_mean', 'cv_accuracy_std'), 'high', True),
+            ('CV log loss', _metric_cell('cv_log_loss_mean', 'cv_log_loss_std'), 'low', True),
+            ('test accuracy', _metric_cell('test_accuracy'), 'high', True), ('test macro-F1', _metric_cell('test_f1_macro'), 'high', True),
+            ('test log loss', _metric_cell('test_log_loss'), 'low', True)]
 
 # %% ../nbs/16_reports.ipynb #23a7962f
 def leaderboard_html(df: pd.DataFrame) -> str:
