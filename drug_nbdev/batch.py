@@ -8,13 +8,14 @@ import glob, os, re, shutil, sys, tempfile, time, uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from fastcore.basics import patch
 from urllib.parse import urlparse
-import numpy as np, pandas as pd
+import pandas as pd
 from .config import FEATURES, ContractError, validate_frame, get_settings
 from .ingest import sniff_bytes, read_table
 from .predictor import Predictor
 from .audit import AuditLog
-from .db import get_engine, predictions
+from .db import get_engine
 
 # %% auto #0
 __all__ = ['is_url', 'azure_storage_options', 'open_input', 'input_name', 'list_inputs', 'Part', 'plan_parts', 'score_part',
@@ -27,6 +28,7 @@ def is_url(path: str) -> bool:
     "Whether `path` is an Azure Blob Storage URL (`abfs://`, `abfss://`, `az://`)."
     return bool(_URL.match(str(path)))
 
+# %% ../nbs/14_batch.ipynb #553fb73b
 def azure_storage_options() -> dict:
     "adlfs options built from the blob store's settings (`DRUG_NBDEV_STORE` and its credential variables)."
     from drug_nbdev.store import _is_connection_string, _account_credential
@@ -51,12 +53,12 @@ def open_input(path: str):
     else:
         with open(path, 'rb') as f: yield f
 
+# %% ../nbs/14_batch.ipynb #bd842b6c
 def input_name(path: str) -> str:
     "The file's name, as messages show it."
     return str(path).rstrip('/').rsplit('/', 1)[-1]
 
-def _hidden(rel: str) -> bool: return any(p.startswith('.') for p in rel.split('/') if p)
-
+# %% ../nbs/14_batch.ipynb #34783a54
 def _list_local(spec: str) -> list[str]:
     p = Path(spec)
     if glob.has_magic(spec):
@@ -73,6 +75,9 @@ def _list_local(spec: str) -> list[str]:
     if not found: raise FileNotFoundError(f'{spec}: no file matches')
     return sorted(os.path.abspath(f) for f in found)
 
+# %% ../nbs/14_batch.ipynb #a81b11cc
+def _hidden(rel: str) -> bool: return any(p.startswith('.') for p in rel.split('/') if p)
+
 def _list_url(spec: str) -> list[str]:
     import fsspec
     proto = spec.split('://', 1)[0].lower()
@@ -86,6 +91,7 @@ def _list_url(spec: str) -> list[str]:
     if not found: raise FileNotFoundError(f'{spec}: no blob matches')
     return sorted(f'{proto}://{f}' for f in found)
 
+# %% ../nbs/14_batch.ipynb #1ea01361
 def list_inputs(spec: str) -> list[str]:
     "The files `spec` names, sorted: a file, a folder (recursive), a glob, or an `abfs://` URL of any of these."
     return _list_url(spec) if is_url(spec) else _list_local(str(spec))
@@ -100,6 +106,7 @@ class Part:
     first_row: int = 1                   # the row number, in its file, of the partition's first row
     rows: int | None = None              # known for Parquet
 
+# %% ../nbs/14_batch.ipynb #782fb550
 def plan_parts(files: list[str], chunksize: int = 100_000) -> list[Part]:
     "The partitions of `files`, in order: a file each, Parquet split into runs of row groups of >= `chunksize` rows."
     import pyarrow.parquet as pq
@@ -143,6 +150,7 @@ def _chunks(part: Part, chunksize: int):
             df = read_table(f.read(), part.fmt, name)     # ingest's reader: never unpickles
             for i in range(0, max(len(df), 1), chunksize): yield df.iloc[i:i + chunksize]
 
+# %% ../nbs/14_batch.ipynb #9fac78d3
 def _output_ready(chunk: pd.DataFrame, X: pd.DataFrame, clash: set, source: str) -> pd.DataFrame:
     "The validated chunk `X` in the input's column order, or ContractError when a column clashes with the output's."
     names = [str(c).strip() for c in chunk.columns]
@@ -151,6 +159,7 @@ def _output_ready(chunk: pd.DataFrame, X: pd.DataFrame, clash: set, source: str)
                                 f'({", ".join(sorted(clash))}); rename or drop them')
     return X[[c for c in names if c in X.columns] + [c for c in X.columns if c not in names]]
 
+# %% ../nbs/14_batch.ipynb #291e8bc8
 def score_part(predictor: Predictor, part: Part, chunksize: int = 100_000):
     "The scored chunks of `part`: validated features, other input columns, `prediction`, one `proba_<drug>` per drug."
     name, rows = input_name(part.path), 0
@@ -191,46 +200,53 @@ class _Output:
             self.tmp = Path(tmp)
         self.columns, self.first_source, self.pw, self.part, self.rows, self.done = None, None, None, None, 0, False
 
-    def write(self, i: int, df: pd.DataFrame, source: str) -> None:
-        "Append the scored chunk `df` of partition `i` (read from `source`)."
-        if self.columns is None: self.columns, self.first_source = list(df.columns), source
-        elif list(df.columns) != self.columns:
-            raise ContractError(f'{source}: its columns ({", ".join(map(str, df.columns))}) differ from those of '
-                                f'{self.first_source} ({", ".join(map(str, self.columns))}); score such files separately')
-        if self.fmt == 'csv':
-            neutralise_formulas(df).to_csv(self.tmp, mode='w' if self.rows == 0 else 'a', header=self.rows == 0, index=False)
-        else:
-            import pyarrow as pa, pyarrow.parquet as pq
-            if self.fmt == 'dataset' and i != self.part: self._close_writer()
-            t = pa.Table.from_pandas(df, preserve_index=False)
-            if self.pw is None:
-                self.schema = getattr(self, 'schema', None) or t.schema
-                self.pw = pq.ParquetWriter(self.tmp/f'part-{i:05d}.parquet' if self.fmt == 'dataset' else self.tmp, self.schema)
-            self.pw.write_table(t.cast(self.schema) if t.schema != self.schema else t)
-        self.part, self.rows = i, self.rows + len(df)
+# %% ../nbs/14_batch.ipynb #5659c5b4
+@patch
+def write(self: _Output, i: int, df: pd.DataFrame, source: str) -> None:
+    "Append the scored chunk `df` of partition `i` (read from `source`)."
+    if self.columns is None: self.columns, self.first_source = list(df.columns), source
+    elif list(df.columns) != self.columns:
+        raise ContractError(f'{source}: its columns ({", ".join(map(str, df.columns))}) differ from those of '
+                            f'{self.first_source} ({", ".join(map(str, self.columns))}); score such files separately')
+    if self.fmt == 'csv':
+        neutralise_formulas(df).to_csv(self.tmp, mode='w' if self.rows == 0 else 'a', header=self.rows == 0, index=False)
+    else:
+        import pyarrow as pa, pyarrow.parquet as pq
+        if self.fmt == 'dataset' and i != self.part: self._close_writer()
+        t = pa.Table.from_pandas(df, preserve_index=False)
+        if self.pw is None:
+            self.schema = getattr(self, 'schema', None) or t.schema
+            self.pw = pq.ParquetWriter(self.tmp/f'part-{i:05d}.parquet' if self.fmt == 'dataset' else self.tmp, self.schema)
+        self.pw.write_table(t.cast(self.schema) if t.schema != self.schema else t)
+    self.part, self.rows = i, self.rows + len(df)
 
-    def _close_writer(self):
-        if self.pw is not None: self.pw.close(); self.pw = None
+# %% ../nbs/14_batch.ipynb #221a3aad
+@patch
+def _close_writer(self: _Output):
+    if self.pw is not None: self.pw.close(); self.pw = None
 
-    def commit(self) -> None:
-        "Put the complete output at `dst` (replacing what was there)."
-        self._close_writer()
-        if self.fmt != 'dataset': os.replace(self.tmp, self.dst); self.done = True; return
-        old = None
-        if self.dst.exists() or self.dst.is_symlink():
-            if not self.dst.is_dir() or self.dst.is_symlink(): raise ContractError(f'{self.dst}: exists and is not a folder')
-            old = self.dst.with_name(f'.{self.dst.name}.old-{uuid.uuid4().hex[:8]}')
-            os.rename(self.dst, old)
-        os.rename(self.tmp, self.dst); self.done = True
-        if old is not None: shutil.rmtree(old, ignore_errors=True)
+@patch
+def commit(self: _Output) -> None:
+    "Put the complete output at `dst` (replacing what was there)."
+    self._close_writer()
+    if self.fmt != 'dataset': os.replace(self.tmp, self.dst); self.done = True; return
+    old = None
+    if self.dst.exists() or self.dst.is_symlink():
+        if not self.dst.is_dir() or self.dst.is_symlink(): raise ContractError(f'{self.dst}: exists and is not a folder')
+        old = self.dst.with_name(f'.{self.dst.name}.old-{uuid.uuid4().hex[:8]}')
+        os.rename(self.dst, old)
+    os.rename(self.tmp, self.dst); self.done = True
+    if old is not None: shutil.rmtree(old, ignore_errors=True)
 
-    def discard(self) -> None:
-        "Remove the temporary output (after a failure, or after commit: a no-op)."
-        try: self._close_writer()
-        except Exception: pass
-        if self.done: return
-        if self.tmp.is_dir(): shutil.rmtree(self.tmp, ignore_errors=True)
-        else: self.tmp.unlink(missing_ok=True)
+# %% ../nbs/14_batch.ipynb #64d61e3a
+@patch
+def discard(self: _Output) -> None:
+    "Remove the temporary output (after a failure, or after commit: a no-op)."
+    try: self._close_writer()
+    except Exception: pass
+    if self.done: return
+    if self.tmp.is_dir(): shutil.rmtree(self.tmp, ignore_errors=True)
+    else: self.tmp.unlink(missing_ok=True)
 
 # %% ../nbs/14_batch.ipynb #0b8b8f0c
 def _local_scores(predictor: Predictor, parts: list[Part], chunksize: int):
@@ -241,6 +257,7 @@ def _local_scores(predictor: Predictor, parts: list[Part], chunksize: int):
     for i, p in enumerate(parts):
         for chunk in score_part(predictor, p, chunksize): yield i, chunk
 
+# %% ../nbs/14_batch.ipynb #34122b32
 def _overlaps(inp: str, files: list[str], dst: Path) -> bool:
     "Whether writing `dst` would replace an input file, or land in the folder being scored."
     if is_url(inp): return False
@@ -248,8 +265,13 @@ def _overlaps(inp: str, files: list[str], dst: Path) -> bool:
     return (str(r) in files or (Path(inp).is_dir() and r.is_relative_to(Path(inp).resolve()))
             or any(Path(f).is_relative_to(r) for f in files))
 
-def predict_main(inp: str, out: str, model: str | None = None, chunksize: int = 100_000,
-                 scheduler: str | None = None) -> int:
+# %% ../nbs/14_batch.ipynb #4a4e598c
+def predict_main(inp: str, # what to score: a file, a folder, a glob or an abfs:// URL
+                 out: str, # a .csv or .parquet file, or a folder for a Parquet dataset (a file per partition)
+                 model: str | None = None, # a registered version; None: the current model
+                 chunksize: int = 100_000, # rows per chunk (and at least per Parquet partition)
+                 scheduler: str | None = None # a Dask scheduler's address; None: score in this process
+                ) -> int:
     "Score `inp` (file, folder, glob or abfs:// URL) into `out` (.csv, .parquet, or a folder: a Parquet dataset); exit code."
     dst = Path(out)
     if dst.suffix and dst.suffix.lower() not in ('.csv', '.parquet', '.pq'):

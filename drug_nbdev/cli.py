@@ -20,23 +20,29 @@ def _bounded_int(lo, hi=None):
         return v
     return conv
 
-def build_parser() -> argparse.ArgumentParser:
-    "The `drug-nbdev` argument parser with its subcommands."
-    p = argparse.ArgumentParser(prog='drug-nbdev', description='Recommend a drug from Age, Sex, BP, Cholesterol and Na_to_K: '
-                                'ingest data, run the notebooks, score files, serve the model.')
-    sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
+# %% ../nbs/18_cli.ipynb #6fd15e81
+def _add_ingest(sub) -> None:
+    "`ingest PATH...`: validate files and store them, here or on a Dask cluster."
     s = sub.add_parser('ingest', help='validate files (CSV, Parquet, Feather, HDF5) and store them in the blob store and SQL')
     s.add_argument('paths', nargs='+', metavar='PATH', help='files or folders (searched recursively)')
     s.add_argument('--dataset', default='drug200', help='dataset name, the folder under raw/ in the store (default: drug200)')
     s.add_argument('--key', default=None, help='HDF5 key to read when a file holds several')
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='validate and store the files on the workers of the Dask '
                    'cluster at ADDRESS (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
+
+# %% ../nbs/18_cli.ipynb #2612c0b8
+def _add_run(sub) -> None:
+    "`run`: execute the stage notebooks with a parameters file and `-p` overrides."
     s = sub.add_parser('run', help='execute the stage notebooks with papermill and write reports/')
     s.add_argument('--params', default=None, metavar='FILE.yaml', help='parameters and an optional grid (YAML, or JSON for *.json)')
     s.add_argument('-p', '--param', action='append', default=[], dest='overrides', metavar='NAME=VALUE',
                    help='set one parameter (VALUE read as YAML: -p seed=3, -p model=rf); wins over the file')
     s.add_argument('--only', default=None, metavar='STAGES', help='comma-separated stages, e.g. ingest,train')
     s.add_argument('--jobs', type=_bounded_int(1, 64), default=1, metavar='N', help='runs in parallel (default 1)')
+
+# %% ../nbs/18_cli.ipynb #792ce3ac
+def _add_predict(sub) -> None:
+    "`predict IN --out OUT`: score files in batch, here or on a Dask cluster."
     s = sub.add_parser('predict', help='score a file in batch; writes the validated features, other input columns, the prediction and one probability column per drug')
     s.add_argument('inp', metavar='IN', help='what to score: a file (CSV, Parquet, Feather or HDF5), a folder, a glob, '
                    'or an abfs://container/path URL (read with the blob store\'s credentials)')
@@ -45,29 +51,57 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--chunksize', type=_bounded_int(1), default=100_000, metavar='N', help='rows per chunk (default 100000)')
     s.add_argument('--scheduler', default=None, metavar='ADDRESS', help='score on the Dask cluster at ADDRESS, e.g. '
                    'tcp://10.0.0.5:8786 (default: $DASK_SCHEDULER_ADDRESS; unset: in this process)')
+
+# %% ../nbs/18_cli.ipynb #c949fdae
+def _add_serve(sub) -> None:
+    "`serve`: the REST API."
     s = sub.add_parser('serve', help='serve the REST API (docs at /docs)')
     s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1); beyond loopback needs configured API tokens')
     s.add_argument('--port', type=_bounded_int(1, 65535), default=8000, help='port (default 8000)')
     s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to '
                    '(default: DRUG_NBDEV_ALLOWED_HOSTS, else the names of --host)')
+
+# %% ../nbs/18_cli.ipynb #317661fa
+def _add_form(sub) -> None:
+    "`form`: the clinicians' Voila form."
     s = sub.add_parser('form', help="serve the clinicians' Voila form (settings from voila.json in the working folder)")
     s.add_argument('notebook', nargs='?', default='nbs/15_form.ipynb', help='the form notebook (default nbs/15_form.ipynb)')
     s.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1)')
     s.add_argument('--port', type=_bounded_int(1, 65535), default=8866, help='port (default 8866)')
     s.add_argument('--allowed-hosts', default=None, metavar='NAMES', help='comma-separated Host names to answer to besides '
                    'loopback (default: DRUG_NBDEV_ALLOWED_HOSTS)')
+
+# %% ../nbs/18_cli.ipynb #91957c90
+def _add_registry_commands(sub) -> None:
+    "`token`, `models`, `promote VERSION`: the API token and the registry."
     sub.add_parser('token', help='print the API token `serve` made when none was configured (for scripts: '
                    'curl -H "Authorization: Bearer $(drug-nbdev token)" …)')
     sub.add_parser('models', help='list registered model versions and their metrics')
     s = sub.add_parser('promote', help='make VERSION the model that is served')
     s.add_argument('version', metavar='VERSION')
+
+# %% ../nbs/18_cli.ipynb #7a3f2c43
+def _add_report(sub) -> None:
+    "`report [PATH...]`: check the HTML reports."
     s = sub.add_parser('report', help='check the HTML reports: fails naming the file when one shows stderr output, '
                        'a traceback, a numpy scalar repr or a figure that did not render')
     s.add_argument('paths', nargs='*', metavar='PATH', help='reports or folders of reports (default: the reports folder)')
+
+# %% ../nbs/18_cli.ipynb #068b0a27
+def _add_monitor(sub) -> None:
+    "`monitor`: the drift report on a window of audited predictions."
     s = sub.add_parser('monitor', help='drift report on the audited predictions of a window -> reports/monitoring/; exit 3 when something drifted')
     s.add_argument('--since', type=float, default=7, metavar='DAYS', help='window length in days before --end (default 7)')
     s.add_argument('--start', default='', help='window start, ISO date or time (UTC)')
     s.add_argument('--end', default='', help='window end, ISO date or time (UTC; default now)')
+
+# %% ../nbs/18_cli.ipynb #a201c5ff
+def build_parser() -> argparse.ArgumentParser:
+    "The `drug-nbdev` argument parser with its subcommands."
+    p = argparse.ArgumentParser(prog='drug-nbdev', description='Recommend a drug from Age, Sex, BP, Cholesterol and Na_to_K: '
+                                'ingest data, run the notebooks, score files, serve the model.')
+    sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    for add_command in (_add_ingest, _add_run, _add_predict, _add_serve, _add_form, _add_registry_commands, _add_report, _add_monitor): add_command(sub)
     return p
 
 # %% ../nbs/18_cli.ipynb #25643bae
@@ -75,6 +109,7 @@ def _scheduler(a) -> str | None:
     "The Dask scheduler to use: --scheduler, else DASK_SCHEDULER_ADDRESS, else none (this process)."
     return a.scheduler or os.environ.get('DASK_SCHEDULER_ADDRESS') or None
 
+# %% ../nbs/18_cli.ipynb #9aa31e89
 def _dispatch(a) -> int:
     if a.command == 'ingest':
         if _scheduler(a):
@@ -114,6 +149,7 @@ def _dispatch(a) -> int:
         return monitor_main(start=a.start, end=a.end, since_days=a.since)
     raise ValueError(f'unknown command {a.command!r}')
 
+# %% ../nbs/18_cli.ipynb #aa44ef84
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `drug-nbdev` console script."
     a = build_parser().parse_args(argv)

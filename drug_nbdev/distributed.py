@@ -6,9 +6,8 @@
 from __future__ import annotations
 import os, shutil, sys, tempfile, uuid
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-import pandas as pd
+from fastcore.basics import patch
 from distributed import Client, WorkerPlugin, get_worker
 from distributed.scheduler import KilledWorker
 import drug_nbdev
@@ -24,6 +23,7 @@ def _worker_version() -> str:
     import drug_nbdev
     return drug_nbdev.__version__
 
+# %% ../nbs/19_distributed.ipynb #1cf5783f
 def connect(address: str, timeout: float = 20) -> Client:
     "A client of the Dask scheduler at `address`, with at least one worker running this drug_nbdev version."
     try: client = Client(address, timeout=timeout, set_as_default=False)
@@ -49,6 +49,7 @@ def unpacked() -> int:
     "How many times this process received (unpickled) a model's files."
     return _UNPACKED
 
+# %% ../nbs/19_distributed.ipynb #3c32dea1
 class ModelFiles:
     "A registered version's files (relative path -> bytes), as sent to the workers."
     def __init__(self, version: str, files: dict):
@@ -64,6 +65,7 @@ class ModelFiles:
         _UNPACKED += 1
         self.__dict__.update(state)
 
+# %% ../nbs/19_distributed.ipynb #0077abf9
 class ModelPlugin(WorkerPlugin):
     "Gives each worker the model once: its files, loaded into a `Predictor` on the worker."
     def __init__(self, model_files: ModelFiles): self.model_files, self.predictor, self.home = model_files, None, None
@@ -78,63 +80,77 @@ class ModelPlugin(WorkerPlugin):
         if self.home is not None: shutil.rmtree(self.home, ignore_errors=True)
 
 # %% ../nbs/19_distributed.ipynb #053b2f64
-def _score_task(part: Part, chunksize: int, plugin: str) -> list:
-    "On a worker: the scored chunks of `part`, with the model the plugin `plugin` loaded there."
-    return list(score_part(get_worker().plugins[plugin].predictor, part, chunksize))
-
 class ClusterScores:
     "Scores `parts` on the Dask cluster at `address`: iterate for (partition index, scored chunk), in order."
-    def __init__(self, address: str, predictor: Predictor, parts: list[Part], chunksize: int = 100_000, window: int | None = None):
+    def __init__(self,
+                 address: str, # the Dask scheduler's address
+                 predictor: Predictor, # its model is shipped to the workers
+                 parts: list[Part], # the partitions to score, in output order
+                 chunksize: int = 100_000, # rows per chunk within a partition
+                 window: int | None = None # tasks in flight at once; None: two per worker thread
+                ):
         self.address, self.predictor, self.parts, self.chunksize, self.window = address, predictor, parts, chunksize, window
         self.client, self.futures, self.where = None, deque(), ''
         self.no_worker_wait = float(os.environ.get('DRUG_NBDEV_DASK_WAIT', 60))   # seconds without any worker before giving up
         self.plugin = f'drug-nbdev-model-{predictor.version}-{uuid.uuid4().hex[:8]}'
 
-    def __enter__(self):
-        self.client = connect(self.address)
-        try: self.client.register_plugin(ModelPlugin(ModelFiles.of(self.predictor.model)), name=self.plugin)
-        except Exception as e:
-            self.client.close()
-            raise RuntimeError(f'the workers could not load model {self.predictor.version}: {type(e).__name__}: {e}') from None
-        workers = self.client.scheduler_info()['workers']
-        self.window = self.window or max(2, 2 * sum(w.get('nthreads', 1) for w in workers.values()))
-        self.where = f' on the Dask cluster at {self.address} ({len(workers)} workers)'
-        return self
+# %% ../nbs/19_distributed.ipynb #9d9bb1b8
+@patch
+def __enter__(self: ClusterScores):
+    self.client = connect(self.address)
+    try: self.client.register_plugin(ModelPlugin(ModelFiles.of(self.predictor.model)), name=self.plugin)
+    except Exception as e:
+        self.client.close()
+        raise RuntimeError(f'the workers could not load model {self.predictor.version}: {type(e).__name__}: {e}') from None
+    workers = self.client.scheduler_info()['workers']
+    self.window = self.window or max(2, 2 * sum(w.get('nthreads', 1) for w in workers.values()))
+    self.where = f' on the Dask cluster at {self.address} ({len(workers)} workers)'
+    return self
 
-    def __iter__(self):
-        todo, run = iter(enumerate(self.parts)), uuid.uuid4().hex[:8]
-        def submit():
-            for i, p in todo:
-                self.futures.append((i, self.client.submit(_score_task, p, self.chunksize, self.plugin, pure=False,
-                                                           key=f'drug-nbdev-score-{run}-{i:06d}')))
-                return
-        for _ in range(self.window): submit()
-        while self.futures:
-            i, fut = self.futures[0]
-            try: chunks = self._result(fut)
-            except KilledWorker as e:
-                raise RuntimeError(f'the cluster lost the workers scoring {input_name(self.parts[i].path)} '
-                                   f'(partition {i}) too many times: {e}') from None
-            self.futures.popleft(); fut.release(); submit()
-            for c in chunks: yield i, c
+# %% ../nbs/19_distributed.ipynb #8291eb0e
+@patch
+def __exit__(self: ClusterScores, *exc):
+    try:
+        if self.futures: self.client.cancel([f for _, f in self.futures]); self.futures.clear()
+        self.client.unregister_worker_plugin(self.plugin)
+    except Exception: pass
+    finally: self.client.close()
 
-    def _result(self, fut):
-        "The future's result; RuntimeError once the cluster has had no worker for `no_worker_wait` seconds."
-        alone = 0.0
-        while True:
-            try: return fut.result(timeout=2)
-            except TimeoutError:
-                if self.client.scheduler_info().get('workers'): alone = 0.0; continue
-                alone += 2
-                if alone >= self.no_worker_wait:
-                    raise RuntimeError(f'the Dask cluster at {self.address} has had no worker for {alone:g} s') from None
+# %% ../nbs/19_distributed.ipynb #356e50c7
+@patch
+def _result(self: ClusterScores, fut):
+    "The future's result; RuntimeError once the cluster has had no worker for `no_worker_wait` seconds."
+    alone = 0.0
+    while True:
+        try: return fut.result(timeout=2)
+        except TimeoutError:
+            if self.client.scheduler_info().get('workers'): alone = 0.0; continue
+            alone += 2
+            if alone >= self.no_worker_wait:
+                raise RuntimeError(f'the Dask cluster at {self.address} has had no worker for {alone:g} s') from None
 
-    def __exit__(self, *exc):
-        try:
-            if self.futures: self.client.cancel([f for _, f in self.futures]); self.futures.clear()
-            self.client.unregister_worker_plugin(self.plugin)
-        except Exception: pass
-        finally: self.client.close()
+# %% ../nbs/19_distributed.ipynb #7a545c4e
+def _score_task(part: Part, chunksize: int, plugin: str) -> list:
+    "On a worker: the scored chunks of `part`, with the model the plugin `plugin` loaded there."
+    return list(score_part(get_worker().plugins[plugin].predictor, part, chunksize))
+
+@patch
+def __iter__(self: ClusterScores):
+    todo, run = iter(enumerate(self.parts)), uuid.uuid4().hex[:8]
+    def submit():
+        for i, p in todo:
+            self.futures.append((i, self.client.submit(_score_task, p, self.chunksize, self.plugin, pure=False,
+                                                       key=f'drug-nbdev-score-{run}-{i:06d}')))
+            return
+    for _ in range(self.window): submit()
+    while self.futures:
+        i, fut = self.futures[0]
+        try: chunks = self._result(fut)
+        except KilledWorker as e:
+            raise RuntimeError(f'the cluster lost the workers scoring {input_name(self.parts[i].path)} '
+                               f'(partition {i}) too many times: {e}') from None
+        self.futures.popleft(); fut.release(); submit()
+        for c in chunks: yield i, c
 
 # %% ../nbs/19_distributed.ipynb #fe02b66f
 def ingest_targets() -> dict:
@@ -166,12 +182,19 @@ def _ingest_task(path: str, dataset: str, key: str | None, within: str | None = 
     extra = {} if within is None else {'within': Path(within)}     # the folder the file was found in: no link leads out
     return ingest_file(path, _TARGETS['store'], _TARGETS['engine'], dataset, key, **extra)
 
+# %% ../nbs/19_distributed.ipynb #55e68ff4
 def _listed(paths) -> list[tuple[Path, Path | None, str]]:
     "ingest's own folder walk: (file, folder it was found in or None, reason not to open it or '')."
     from drug_nbdev.ingest import _expand
     return [x if isinstance(x, tuple) else (x, None, '') for x in _expand(paths)]
 
-def ingest_on_cluster(paths, address: str, dataset: str = 'drug200', key: str | None = None, report=None) -> list:
+# %% ../nbs/19_distributed.ipynb #d468e983
+def ingest_on_cluster(paths, # files or folders (searched recursively)
+                      address: str, # the Dask scheduler's address
+                      dataset: str = 'drug200', # the folder under raw/ in the store
+                      key: str | None = None, # the HDF5 key to read when a file holds several
+                      report=None # called with each IngestResult as it arrives
+                     ) -> list:
     "Ingest the files in `paths` (files or folders) on the Dask cluster at `address`: one `IngestResult` per file, in order."
     from drug_nbdev.ingest import IngestResult, _check_dataset
     _check_dataset(dataset)
@@ -199,6 +222,7 @@ def ingest_on_cluster(paths, address: str, dataset: str = 'drug200', key: str | 
     finally:
         client.close()
 
+# %% ../nbs/19_distributed.ipynb #a7170a3f
 def ingest_cluster_main(paths: list[str], address: str, dataset: str = 'drug200', key: str | None = None) -> int:
     "CLI: `drug-nbdev ingest --scheduler ADDRESS ...`; exit code 1 when any file was rejected or failed."
     from drug_nbdev.ingest import format_result, summarize

@@ -34,14 +34,16 @@ def voila_host_settings(tornado_settings: dict, allowed_hosts) -> dict:
     return {**tornado_settings, 'allow_remote_access': False,
             'local_hostnames': sorted({'localhost', *tornado_settings.get('local_hostnames', ()), *names})}
 
+# %% ../nbs/15_form_server.ipynb #f5820816
 def form_main(notebook: str, # the form notebook (nbs/15_form.ipynb; /app/form/15_form.ipynb in the image)
-              host: str = '127.0.0.1', port: int = 8866,
+              host: str = '127.0.0.1', # the address to listen on; beyond loopback, name the hosts in `allowed_hosts`
+              port: int = 8866, # the port
               allowed_hosts: tuple[str, ...] | None = None # Host names besides loopback (default: DRUG_NBDEV_ALLOWED_HOSTS)
              ) -> int:
     "Serve the clinicians' form with Voila (settings from voila.json in the working folder); returns its exit code."
     from pathlib import Path
     from voila.app import Voila
-    from .config import get_settings
+    from drug_nbdev.config import get_settings
     if not Path(notebook).is_file(): print(f'form: no notebook at {notebook}', file=sys.stderr); return 2
     hosts = tuple(allowed_hosts or ()) or get_settings().allowed_hosts
     app = Voila.instance()

@@ -4,17 +4,17 @@
 
 # %% ../nbs/16_monitor.ipynb #474ae1ea
 from __future__ import annotations
-import json, math, os, sys
+import json, math, sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 import numpy as np, pandas as pd, sqlalchemy as sa
 from scipy import stats
-from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, DRUGS, TARGET, ContractError, get_settings, utcnow, validate_record
+from .config import FEATURES, NUMERIC, CATEGORIES, DRUGS, TARGET, ContractError, get_settings, utcnow, validate_record
 from .db import get_engine, predictions
 
 # %% auto #0
 __all__ = ['ALPHA', 'PSI_MIN', 'MIN_RECORDS', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_BAD_ARGS', 'EXIT_DRIFT', 'psi', 'feature_drift',
-           'served_records', 'parse_window', 'monitor_summary', 'monitor_main']
+           'served_records', 'parse_window', 'prediction_mix', 'monitor_summary', 'monitor_main']
 
 # %% ../nbs/16_monitor.ipynb #954e0d47
 ALPHA, PSI_MIN, MIN_RECORDS = 0.01, 0.1, 30
@@ -30,7 +30,12 @@ def _numeric_bins(train: pd.Series, n: int = 10) -> np.ndarray:
     "Inner bin edges at the training data's deciles (duplicates removed: integer ages repeat)."
     return np.unique(np.quantile(train.to_numpy(float), np.linspace(0, 1, n + 1)[1:-1]))
 
-def feature_drift(train: pd.DataFrame, served: pd.DataFrame, alpha: float = ALPHA, psi_min: float = PSI_MIN) -> pd.DataFrame:
+# %% ../nbs/16_monitor.ipynb #f84e77c8
+def feature_drift(train: pd.DataFrame, # the patients the model was trained on
+                  served: pd.DataFrame, # the patients it was asked about
+                  alpha: float = ALPHA, # a p-value below this says the difference is real
+                  psi_min: float = PSI_MIN # a PSI at least this says the difference matters
+                 ) -> pd.DataFrame:
     "Per feature: the test, its statistic and p-value, the PSI, and `drift` (p < alpha and PSI >= psi_min)."
     rows = []
     for c in FEATURES:
@@ -68,7 +73,11 @@ def served_records(start: datetime, end: datetime, engine: sa.Engine | None = No
     return pd.DataFrame(rows, columns=cols), bad
 
 # %% ../nbs/16_monitor.ipynb #5570ac1f
-def parse_window(start: str = '', end: str = '', since_days: float = 7, now: datetime | None = None) -> tuple[datetime, datetime]:
+def parse_window(start: str = '', # ISO date or time (UTC when no zone is given); '' = `since_days` before `end`
+                 end: str = '', # ISO date or time; '' = now
+                 since_days: float = 7, # the window's length when `start` is ''
+                 now: datetime | None = None # the time taken as now (default: the clock)
+                ) -> tuple[datetime, datetime]:
     "The UTC window [start, end) from ISO texts ('' = now / `since_days` before end); ValueError saying what is wrong."
     def when(text, name):
         try: t = datetime.fromisoformat(text.strip())
@@ -86,7 +95,34 @@ def _json_num(x):
     "A float JSON can carry (NaN and infinities as None)."
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
-def monitor_summary(start: datetime, end: datetime, engine: sa.Engine | None = None, models_dir=None) -> dict:
+# %% ../nbs/16_monitor.ipynb #c460a27b
+def prediction_mix(trained: pd.Series, # the training data's drug per patient
+                   answered: pd.Series # the served predictions
+                  ) -> dict:
+    "The chi-squared test and PSI of the served predictions' drug shares against the training data's, and their shares."
+    tc, sc = trained.value_counts(), answered.value_counts()
+    drugs = [k for k in DRUGS if tc.get(k, 0) + sc.get(k, 0) > 0]
+    table = np.array([[int(tc.get(k, 0)) for k in drugs], [int(sc.get(k, 0)) for k in drugs]])
+    chi, p = map(float, stats.chi2_contingency(table)[:2]) if len(drugs) > 1 else (0.0, 1.0)
+    shift = psi(table[0] / table[0].sum(), table[1] / table[1].sum())
+    return dict(test='chi2', statistic=_json_num(chi), p_value=_json_num(p), psi=_json_num(shift),
+                drift=bool(p < ALPHA and shift >= PSI_MIN),
+                train_share={k: round(int(tc.get(k, 0)) / table[0].sum(), 4) for k in drugs},
+                served_share={k: round(int(sc.get(k, 0)) / table[1].sum(), 4) for k in drugs})
+
+# %% ../nbs/16_monitor.ipynb #718358dc
+def _out_of_range(served: pd.DataFrame, ranges: dict) -> dict:
+    "How many `served` rows have a value outside `ranges` ({column: (low, high)}), and their share."
+    outside = np.zeros(len(served), bool)
+    for c, (lo, hi) in ranges.items(): outside |= ~served[c].between(lo, hi).to_numpy()
+    return dict(share=round(float(outside.mean()), 4), n=int(outside.sum()), ranges=ranges)
+
+# %% ../nbs/16_monitor.ipynb #a61bbd01
+def monitor_summary(start: datetime, # the window's start (included)
+                    end: datetime, # the window's end (excluded)
+                    engine: sa.Engine | None = None, # the database of the audit and the patients; None: the project's
+                    models_dir=None # the registry; None: the project's
+                   ) -> dict:
     "Drift, prediction mix, volume and out-of-range share of the predictions served in [start, end)."
     from drug_nbdev.ingest import load_patients, frame_sha256
     from drug_nbdev.registry import load_model
@@ -108,37 +144,59 @@ def monitor_summary(start: datetime, end: datetime, engine: sa.Engine | None = N
     d = feature_drift(train, served)
     out['features'] = [dict(feature=r.feature, test=r.test, statistic=_json_num(r.statistic), p_value=_json_num(r.p_value),
                             psi=_json_num(r.psi), drift=bool(r.drift)) for r in d.itertuples()]
-    tc, sc = train[TARGET].value_counts(), served.prediction.value_counts()
-    drugs = [k for k in DRUGS if tc.get(k, 0) + sc.get(k, 0) > 0]
-    table = np.array([[int(tc.get(k, 0)) for k in drugs], [int(sc.get(k, 0)) for k in drugs]])
-    chi, p = map(float, stats.chi2_contingency(table)[:2]) if len(drugs) > 1 else (0.0, 1.0)
-    shift = psi(table[0] / table[0].sum(), table[1] / table[1].sum())
-    out['prediction_mix'] = dict(test='chi2', statistic=_json_num(chi), p_value=_json_num(p), psi=_json_num(shift),
-                                 drift=bool(p < ALPHA and shift >= PSI_MIN),
-                                 train_share={k: round(int(tc.get(k, 0)) / table[0].sum(), 4) for k in drugs},
-                                 served_share={k: round(int(sc.get(k, 0)) / table[1].sum(), 4) for k in drugs})
-    ranges = model.meta.get('input_ranges') or {}
-    outside = np.zeros(len(served), bool)
-    for c, (lo, hi) in ranges.items(): outside |= ~served[c].between(lo, hi).to_numpy()
-    out['out_of_range'] = dict(share=round(float(outside.mean()), 4), n=int(outside.sum()), ranges=ranges)
+    out['prediction_mix'] = prediction_mix(train[TARGET], served.prediction)
+    out['out_of_range'] = _out_of_range(served, model.meta.get('input_ranges') or {})
     out['status'] = 'drift' if any(f['drift'] for f in out['features']) or out['prediction_mix']['drift'] else 'ok'
     return out
 
 # %% ../nbs/16_monitor.ipynb #bbfba50a
 EXIT_OK, EXIT_FAILED, EXIT_BAD_ARGS, EXIT_DRIFT = 0, 1, 2, 3
 
-def _notebook() -> Path | None:
+# %% ../nbs/16_monitor.ipynb #a1b2088f
+def _monitor_notebook() -> Path | None:
     from drug_nbdev.config import checkout_root
     root = checkout_root()
     nb = root/'nbs'/'16_monitor.ipynb' if root else None
     return nb if nb and nb.exists() else None
 
-def monitor_main(start: str = '', end: str = '', since_days: float = 7, reports_dir=None) -> int:
+# %% ../nbs/16_monitor.ipynb #c7db1a14
+def _render_html(nb_path: Path, html_path: Path) -> None:
+    "The executed notebook as HTML without code (inputs and prompts hidden, figures embedded)."
+    import nbformat
+    from nbconvert import HTMLExporter
+    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                           embed_images=True).from_notebook_node(nbformat.read(nb_path, as_version=4))
+    tmp = html_path.with_suffix('.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(html_path)
+
+# %% ../nbs/16_monitor.ipynb #5a5b88be
+def _write_index(reports: Path) -> Path:
+    "reports/monitoring/index.html: every monitoring report, newest first, with its status."
+    import html
+    rows = []
+    for d in sorted((reports/'monitoring').glob('*/monitor.json'), reverse=True):
+        try: s = json.loads(d.read_text())
+        except ValueError: continue
+        flagged = ', '.join(f['feature'] for f in s.get('features', []) if f.get('drift'))
+        rows.append(f"<tr><td><a href='{html.escape(d.parent.name)}/index.html'>{html.escape(d.parent.name)}</a></td>"
+                    f"<td>{html.escape(s['window']['start'])} – {html.escape(s['window']['end'])}</td><td>{int(s['n_records'])}</td>"
+                    f"<td>{html.escape(s['status'])}</td><td>{html.escape(flagged)}</td></tr>")
+    page = ("<!doctype html><meta charset='utf-8'><title>drug_nbdev monitoring</title><h1>Monitoring reports</h1>"
+            "<table border=1 cellpadding=4><tr><th>report</th><th>window (UTC)</th><th>predictions</th><th>status</th>"
+            "<th>drifted</th></tr>" + ''.join(rows) + "</table>")
+    p = reports/'monitoring'/'index.html'; p.write_text(page, encoding='utf-8')
+    return p
+
+# %% ../nbs/16_monitor.ipynb #5c2fcfd8
+def monitor_main(start: str = '', # window start, ISO date or time (UTC); '' = `since_days` before `end`
+                 end: str = '', # window end; '' = now
+                 since_days: float = 7, # window length when `start` is ''
+                 reports_dir=None # where reports/monitoring/ is; None: the project's reports folder
+                ) -> int:
     "CLI: report on the window into reports/monitoring/<stamp>/; 0 no drift (or not enough data), 3 drift, 2 bad arguments, 1 failure."
     try: s, e = parse_window(start, end, since_days)
     except ValueError as err:
         print(f'monitor: {err}', file=sys.stderr); return EXIT_BAD_ARGS
-    nb = _notebook()
+    nb = _monitor_notebook()
     if nb is None:
         print('monitor: nbs/16_monitor.ipynb is not here (run it from a source checkout)', file=sys.stderr); return EXIT_FAILED
     reports = Path(reports_dir or get_settings().reports_dir)
@@ -163,29 +221,3 @@ def monitor_main(start: str = '', end: str = '', since_days: float = 7, reports_
           f'report: {out/"index.html"}')
     _write_index(reports)
     return EXIT_DRIFT if summary['status'] == 'drift' else EXIT_OK
-
-# %% ../nbs/16_monitor.ipynb #c7db1a14
-def _render_html(nb_path: Path, html_path: Path) -> None:
-    "The executed notebook as HTML without code (inputs and prompts hidden, figures embedded)."
-    import nbformat
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                           embed_images=True).from_notebook_node(nbformat.read(nb_path, as_version=4))
-    tmp = html_path.with_suffix('.tmp'); tmp.write_text(body, encoding='utf-8'); tmp.replace(html_path)
-
-def _write_index(reports: Path) -> Path:
-    "reports/monitoring/index.html: every monitoring report, newest first, with its status."
-    import html
-    rows = []
-    for d in sorted((reports/'monitoring').glob('*/monitor.json'), reverse=True):
-        try: s = json.loads(d.read_text())
-        except ValueError: continue
-        flagged = ', '.join(f['feature'] for f in s.get('features', []) if f.get('drift'))
-        rows.append(f"<tr><td><a href='{html.escape(d.parent.name)}/index.html'>{html.escape(d.parent.name)}</a></td>"
-                    f"<td>{html.escape(s['window']['start'])} – {html.escape(s['window']['end'])}</td><td>{int(s['n_records'])}</td>"
-                    f"<td>{html.escape(s['status'])}</td><td>{html.escape(flagged)}</td></tr>")
-    page = ("<!doctype html><meta charset='utf-8'><title>drug_nbdev monitoring</title><h1>Monitoring reports</h1>"
-            "<table border=1 cellpadding=4><tr><th>report</th><th>window (UTC)</th><th>predictions</th><th>status</th>"
-            "<th>drifted</th></tr>" + ''.join(rows) + "</table>")
-    p = reports/'monitoring'/'index.html'; p.write_text(page, encoding='utf-8')
-    return p

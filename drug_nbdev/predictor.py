@@ -8,19 +8,17 @@ import sys, threading, time
 from functools import lru_cache
 import numpy as np, pandas as pd
 import sqlalchemy as sa
+from fastcore.basics import patch
 from .config import FEATURES, NUMERIC, EXAMPLE_PATIENT, validate_frame, validate_record
 from .db import get_engine
 from .registry import load_model, current_version
 from .explain import tree_shap, contributions, factors_from
-from .audit import AuditLog, AuditError
+from .audit import AuditLog
 
 # %% auto #0
 __all__ = ['Predictor']
 
 # %% ../nbs/12_predictor.ipynb #acb25886
-def _num(x: float) -> str:
-    return f'{x:g}'
-
 class _Served:
     "One loaded model with its explainer, training ranges and answer cache (never mutated after build)."
     def __init__(self, model, explain: bool = True, k: int = 3, cache_size: int = 65536):
@@ -35,33 +33,45 @@ class _Served:
         self.answer = lru_cache(maxsize=cache_size)(self._answer)
         self._answer(tuple(validate_record(EXAMPLE_PATIENT)[c] for c in FEATURES))  # warm up: a model that cannot predict is never swapped in
 
-    def _answer(self, key: tuple) -> tuple:
-        rec = dict(zip(FEATURES, key))
-        if self.tree is not None and self.tree.proba_exact:
-            c = self.tree.contributions(self.tree.encode_record(rec))
-            proba = self.tree.proba(None, c)[0]
-            c = c[0]
-        else:
-            X = pd.DataFrame([rec])[FEATURES]
-            proba = np.asarray(self.model.predict_proba(X), dtype=float)[0]
-            c = contributions(self.model, X)[0] if self.explain else None
-        proba = np.clip(proba, 0, 1)
-        best = int(np.argmax(np.round(proba, 9)))
-        factors = factors_from(c[:, best], rec, self.k) if self.explain and c is not None else []
-        return self.classes[best], {d: round(float(p), 6) for d, p in zip(self.classes, proba)}, factors
+# %% ../nbs/12_predictor.ipynb #f75ab0ed
+@patch
+def _answer(self: _Served, key: tuple) -> tuple:
+    rec = dict(zip(FEATURES, key))
+    if self.tree is not None and self.tree.proba_exact:
+        c = self.tree.contributions(self.tree.encode_record(rec))
+        proba = self.tree.proba(None, c)[0]
+        c = c[0]
+    else:
+        X = pd.DataFrame([rec])[FEATURES]
+        proba = np.asarray(self.model.predict_proba(X), dtype=float)[0]
+        c = contributions(self.model, X)[0] if self.explain else None
+    proba = np.clip(proba, 0, 1)
+    best = int(np.argmax(np.round(proba, 9)))
+    factors = factors_from(c[:, best], rec, self.k) if self.explain and c is not None else []
+    return self.classes[best], {d: round(float(p), 6) for d, p in zip(self.classes, proba)}, factors
 
-    def warnings(self, rec: dict) -> list[str]:
-        out = []
-        for c, (lo, hi) in self.ranges.items():
-            if not lo <= rec[c] <= hi:
-                out.append(f'{c} {_num(rec[c])} is outside the range seen in training ({_num(lo)}–{_num(hi)})')
-        return out
+# %% ../nbs/12_predictor.ipynb #9ac4a72c
+def _format_number(x: float) -> str: return f'{x:g}'
+
+@patch
+def warnings(self: _Served, rec: dict) -> list[str]:
+    out = []
+    for c, (lo, hi) in self.ranges.items():
+        if not lo <= rec[c] <= hi:
+            out.append(f'{c} {_format_number(rec[c])} is outside the range seen in training ({_format_number(lo)}–{_format_number(hi)})')
+    return out
 
 # %% ../nbs/12_predictor.ipynb #c7859b09
 class Predictor:
     "The served model: validates, predicts, warns, explains and audits; `reload()` swaps the model atomically."
-    def __init__(self, models_dir=None, version: str | None = None, engine: sa.Engine | None = None,
-                 audit: bool = True, explain: bool = True, follow_every: float = 1.0):
+    def __init__(self,
+                 models_dir=None, # the registry's folder; None: the project's models/
+                 version: str | None = None, # pin this version; None: serve (and follow) the registry's current model
+                 engine: sa.Engine | None = None, # the audit table's database; None: the project's
+                 audit: bool = True, # record every prediction (False: a benchmark, a check)
+                 explain: bool = True, # give each prediction its top factors
+                 follow_every: float = 1.0 # seconds between two looks at the registry's current pointer
+                ):
         self.models_dir, self.pinned, self.engine, self.explain = models_dir, version, engine, explain
         self.follow_every, self._next_look = follow_every, time.monotonic() + follow_every
         self._lock, self._reloading = threading.Lock(), threading.Lock()
@@ -75,69 +85,84 @@ class Predictor:
         with self._lock: self._served = served
         return served.version
 
-    def _follow(self) -> None:
-        "At most every `follow_every` seconds: when the registry's current model changed, reload it in the background."
-        if self.pinned or time.monotonic() < self._next_look: return
-        self._next_look = time.monotonic() + self.follow_every
-        v = current_version(self.models_dir)
-        if v and v != self._served.version and self._reloading.acquire(blocking=False):
-            threading.Thread(target=self._reload_quietly, name='drug-nbdev-follow', daemon=True).start()
-
-    def _reload_quietly(self) -> None:
-        try: self.reload()
-        except Exception as e: print(f'drug-nbdev: could not load the registry\'s current model, still serving '
-                                     f'{self._served.version}: {e}', file=sys.stderr)
-        finally: self._reloading.release()
-
     @property
     def version(self) -> str: return self._served.version
 
     @property
     def model(self): return self._served.model
 
-    def predict(self, record: dict, channel: str = 'api', caller: str | None = None) -> dict:
-        "One patient's prediction (prediction, probabilities, model_version, warnings, explanation, patient_data), once audited."
-        out = self._unrecorded(record)
-        if self.audit is not None: self.audit.record(channel, out['model_version'], out['patient_data'], out, caller)  # committed before we answer; AuditError otherwise
-        return out
+# %% ../nbs/12_predictor.ipynb #19fa981d
+@patch
+def _follow(self: Predictor) -> None:
+    "At most every `follow_every` seconds: when the registry's current model changed, reload it in the background."
+    if self.pinned or time.monotonic() < self._next_look: return
+    self._next_look = time.monotonic() + self.follow_every
+    v = current_version(self.models_dir)
+    if v and v != self._served.version and self._reloading.acquire(blocking=False):
+        threading.Thread(target=self._reload_quietly, name='drug-nbdev-follow', daemon=True).start()
 
-    async def predict_async(self, record: dict, channel: str = 'api', caller: str | None = None) -> dict:
-        "`predict` for a coroutine (the REST API): the model runs in the caller's thread, the audit commit is awaited."
-        out = self._unrecorded(record)
-        if self.audit is not None: await self.audit.record_async(channel, out['model_version'], out['patient_data'], out, caller)
-        return out
+@patch
+def _reload_quietly(self: Predictor) -> None:
+    try: self.reload()
+    except Exception as e: print(f'drug-nbdev: could not load the registry\'s current model, still serving '
+                                 f'{self._served.version}: {e}', file=sys.stderr)
+    finally: self._reloading.release()
 
-    def _unrecorded(self, record: dict) -> dict:
-        "The answer for one patient, not yet audited: only `predict` and `predict_async` call it."
-        rec = validate_record(record)
-        self._follow()
-        s = self._served
-        pred, proba, factors = s.answer(tuple(rec[c] for c in FEATURES))
-        return dict(prediction=pred, probabilities=proba, model_version=s.version, warnings=s.warnings(rec),
-                    explanation=factors, patient_data=rec)
+# %% ../nbs/12_predictor.ipynb #8b0b1182
+@patch
+def info(self: Predictor) -> dict:
+    "What is served: type, version, classes, features, metrics, trained_at (for /model/info)."
+    self._follow()
+    m = self._served.model
+    final = m.estimator.steps[-1][1] if getattr(m, 'estimator', None) is not None and hasattr(m.estimator, 'steps') else m.estimator
+    return dict(type=type(final).__name__ if final is not None else m.meta.get('name', m.kind), name=m.meta.get('name'),
+                kind=m.kind, version=m.version, classes=list(m.classes), features=list(m.meta.get('features', FEATURES)),
+                metrics=m.meta.get('metrics', {}), params=m.meta.get('params', {}),
+                input_ranges=m.meta.get('input_ranges', {}), trained_at=m.meta.get('trained_at'))
 
-    def predict_frame(self, df: pd.DataFrame, channel: str = 'batch', source: str = 'input',
-                      validated: bool = False, caller: str | None = None) -> pd.DataFrame:
-        "Predictions for a table of patients: `prediction` and one `proba_<drug>` column per drug, on `df`'s index."
-        X = df if validated else validate_frame(df, source=source, target=None, extra='keep')
-        self._follow()
-        s = self._served
-        proba = np.asarray(s.model.predict_proba(X[FEATURES]), dtype=float)
-        out = pd.DataFrame(proba, columns=[f'proba_{d}' for d in s.classes], index=df.index)
-        out.insert(0, 'prediction', pd.Series(np.asarray(s.classes, dtype=object)[proba.argmax(axis=1)], index=df.index, dtype='str'))
-        if self.audit is not None: self.audit.record_frame(channel, s.version, X, out, caller)  # committed before we answer
-        return out
+# %% ../nbs/12_predictor.ipynb #45d90649
+@patch
+def _unrecorded(self: Predictor, record: dict) -> dict:
+    "The answer for one patient, not yet audited: only `predict` and `predict_async` call it."
+    rec = validate_record(record)
+    self._follow()
+    s = self._served
+    pred, proba, factors = s.answer(tuple(rec[c] for c in FEATURES))
+    return dict(prediction=pred, probabilities=proba, model_version=s.version, warnings=s.warnings(rec),
+                explanation=factors, patient_data=rec)
 
-    def info(self) -> dict:
-        "What is served: type, version, classes, features, metrics, trained_at (for /model/info)."
-        self._follow()
-        m = self._served.model
-        final = m.estimator.steps[-1][1] if getattr(m, 'estimator', None) is not None and hasattr(m.estimator, 'steps') else m.estimator
-        return dict(type=type(final).__name__ if final is not None else m.meta.get('name', m.kind), name=m.meta.get('name'),
-                    kind=m.kind, version=m.version, classes=list(m.classes), features=list(m.meta.get('features', FEATURES)),
-                    metrics=m.meta.get('metrics', {}), params=m.meta.get('params', {}),
-                    input_ranges=m.meta.get('input_ranges', {}), trained_at=m.meta.get('trained_at'))
+# %% ../nbs/12_predictor.ipynb #bce3ea45
+@patch
+def predict(self: Predictor, record: dict, channel: str = 'api', caller: str | None = None) -> dict:
+    "One patient's prediction (prediction, probabilities, model_version, warnings, explanation, patient_data), once audited."
+    out = self._unrecorded(record)
+    if self.audit is not None: self.audit.record(channel, out['model_version'], out['patient_data'], out, caller)  # committed before we answer; AuditError otherwise
+    return out
 
-    def close(self) -> None:
-        "Stop the audit writer."
-        if self.audit is not None: self.audit.close()
+# %% ../nbs/12_predictor.ipynb #7772df9c
+@patch
+async def predict_async(self: Predictor, record: dict, channel: str = 'api', caller: str | None = None) -> dict:
+    "`predict` for a coroutine (the REST API): the model runs in the caller's thread, the audit commit is awaited."
+    out = self._unrecorded(record)
+    if self.audit is not None: await self.audit.record_async(channel, out['model_version'], out['patient_data'], out, caller)
+    return out
+
+# %% ../nbs/12_predictor.ipynb #226dff57
+@patch
+def predict_frame(self: Predictor, df: pd.DataFrame, channel: str = 'batch', source: str = 'input',
+                  validated: bool = False, caller: str | None = None) -> pd.DataFrame:
+    "Predictions for a table of patients: `prediction` and one `proba_<drug>` column per drug, on `df`'s index."
+    X = df if validated else validate_frame(df, source=source, target=None, extra='keep')
+    self._follow()
+    s = self._served
+    proba = np.asarray(s.model.predict_proba(X[FEATURES]), dtype=float)
+    out = pd.DataFrame(proba, columns=[f'proba_{d}' for d in s.classes], index=df.index)
+    out.insert(0, 'prediction', pd.Series(np.asarray(s.classes, dtype=object)[proba.argmax(axis=1)], index=df.index, dtype='str'))
+    if self.audit is not None: self.audit.record_frame(channel, s.version, X, out, caller)  # committed before we answer
+    return out
+
+# %% ../nbs/12_predictor.ipynb #92de111c
+@patch
+def close(self: Predictor) -> None:
+    "Stop the audit writer."
+    if self.audit is not None: self.audit.close()

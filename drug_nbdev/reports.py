@@ -5,16 +5,15 @@
 # %% ../nbs/16_reports.ipynb #ab451605
 from __future__ import annotations
 import base64, copy, hashlib, html, io, json, os, re, threading, warnings
-from datetime import datetime, timezone
 from pathlib import Path
 import pandas as pd
-from .config import get_settings
+from .config import get_settings, utcnow
 
 # %% auto #0
-__all__ = ['SUMMARY_TAG', 'REMOVE_TAGS', 'METRICS', 'write_atomic', 'now_utc', 'read_json', 'report_order', 'FigureRow',
-           'figure_row', 'save_figures', 'write_bytes_atomic', 'mean_sd', 'metric_table', 'quiet_logs',
-           'report_exporter', 'render_html', 'markdown_page', 'write_model_card', 'build_leaderboard', 'group_runs',
-           'leaderboard_html', 'write_leaderboard', 'visible_text', 'check_report', 'check_reports']
+__all__ = ['SUMMARY_TAG', 'REMOVE_TAGS', 'METRICS', 'write_atomic', 'write_bytes_atomic', 'now_utc', 'read_json', 'report_order',
+           'FigureRow', 'figure_row', 'save_figures', 'mean_sd', 'metric_table', 'quiet_logs', 'report_exporter',
+           'render_html', 'markdown_page', 'write_model_card', 'build_leaderboard', 'group_runs', 'leaderboard_html',
+           'write_leaderboard', 'visible_text', 'check_report', 'check_reports']
 
 # %% ../nbs/16_reports.ipynb #6fa33834
 def write_atomic(path, text: str) -> Path:
@@ -25,10 +24,20 @@ def write_atomic(path, text: str) -> Path:
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/16_reports.ipynb #d9f10f05
+def write_bytes_atomic(path, data: bytes) -> Path:
+    "Write `data` to `path` through a temporary file renamed into place."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
+    tmp.write_bytes(data); os.replace(tmp, path)
+    return path
+
+# %% ../nbs/16_reports.ipynb #6e4fbf8e
 def now_utc() -> str:
     "The current UTC time, to the second, in ISO 8601."
-    return datetime.now(timezone.utc).isoformat(timespec='seconds')
+    return utcnow().isoformat(timespec='seconds')
 
+# %% ../nbs/16_reports.ipynb #6ad07e00
 def read_json(p):
     "The JSON at `p`, or None when it is missing or unreadable."
     try: return json.loads(Path(p).read_text())
@@ -38,6 +47,7 @@ def read_json(p):
 SUMMARY_TAG = 'summary'
 REMOVE_TAGS = ('setup', 'test', 'hide')
 
+# %% ../nbs/16_reports.ipynb #7d8f1f8d
 def _directives(source: str) -> set:
     "nbdev directives (`#| hide`, `#|export` …) in the comment lines that open a cell."
     found = set()
@@ -49,6 +59,7 @@ def _directives(source: str) -> set:
         found.add(m.group(1))
     return found
 
+# %% ../nbs/16_reports.ipynb #239f564e
 def _tags(cell) -> list:
     return cell.setdefault('metadata', {}).setdefault('tags', [])
 
@@ -82,10 +93,12 @@ class FigureRow:
             for n, b64 in self.images.items()) + '</div>')
     def __repr__(self) -> str: return f"figures: {', '.join(self.images)}"
 
+# %% ../nbs/16_reports.ipynb #79944c0c
 def figure_row(figures: dict, dpi: int = 100) -> FigureRow:
     "Show `figures` ({name: matplotlib Figure}) side by side; the report saves each as figures/<notebook>-<name>.png."
     return FigureRow(figures, dpi)
 
+# %% ../nbs/16_reports.ipynb #2ad7bcd6
 _NAMED_IMG = re.compile(r'<img data-figure="([a-z0-9-]+)"[^>]*? src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 def save_figures(nb, folder, prefix: str) -> list:
@@ -98,20 +111,18 @@ def save_figures(nb, folder, prefix: str) -> list:
     if found: Path(folder).mkdir(parents=True, exist_ok=True)
     return [write_bytes_atomic(Path(folder)/n, base64.b64decode(b)) for n, b in found.items()]
 
-def write_bytes_atomic(path, data: bytes) -> Path:
-    "Write `data` to `path` through a temporary file renamed into place."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
-    tmp.write_bytes(data); os.replace(tmp, path)
-    return path
-
 # %% ../nbs/16_reports.ipynb #b0778fbc
 def mean_sd(d: dict | None, digits: int = 3) -> str:
     "A {mean, std} metric as 'mean ± std', rounded to `digits`."
     if not d or d.get('mean') is None: return ''
     return f"{float(d['mean']):.{digits}f} ± {float(d.get('std') or 0):.{digits}f}"
 
-def metric_table(df: pd.DataFrame, digits: int = 3, highlight: str | None = None, caption: str | None = None):
+# %% ../nbs/16_reports.ipynb #bca12038
+def metric_table(df: pd.DataFrame, # the metrics, one row per model or fold
+                 digits: int = 3, # decimals of the float columns
+                 highlight: str | None = None, # the index label of the row to show in bold (the chosen model)
+                 caption: str | None = None # the table's title
+                ):
     "`df` as a Styler: floats to `digits` decimals, integers as integers, the row labelled `highlight` in bold."
     fmt = {c: (f'{{:.{digits}f}}' if pd.api.types.is_float_dtype(df[c]) else '{:d}' if pd.api.types.is_integer_dtype(df[c]) else None)
            for c in df.columns}
@@ -152,6 +163,7 @@ def report_exporter():
                         extra_loaders=[_report_template()], exclude_input=True, exclude_input_prompt=True,
                         exclude_output_prompt=True, embed_images=True)
 
+# %% ../nbs/16_reports.ipynb #52f8cde9
 _BANNER = 'color:#b00;font-size:1.4em;font-weight:600;margin:.5em 0'
 
 def _readable_error_markers(nb):
@@ -165,6 +177,7 @@ def _readable_error_markers(nb):
                     f"<div id='papermill-error-cell' style='{_BANNER}'>It stopped here, with the error below:</div>")
     return nb
 
+# %% ../nbs/16_reports.ipynb #e804097f
 def render_html(notebook, html_path) -> Path:
     "Write executed `notebook` (a path) as an offline HTML report to `html_path`; its named figures go to figures/ beside it."
     import nbformat
@@ -187,6 +200,7 @@ def markdown_page(text: str, title: str, nav: str = '') -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_PAGE_CSS}</style></head><body>{nav}{body}</body></html>")
 
+# %% ../nbs/16_reports.ipynb #303fe748
 def write_model_card(run_dir, version: str, models_dir=None) -> Path | None:
     "Render the registry's model_card.md of `version` as `run_dir`/model_card.html; None when the card is missing."
     from drug_nbdev.registry import registry_dir
@@ -201,6 +215,7 @@ _LB_SORT = [('_failed', True), ('cv_f1_macro_mean', False), ('cv_accuracy_mean',
             ('cv_log_loss_mean', True), ('run_id', False)]
 METRICS = ('f1_macro', 'accuracy', 'log_loss', 'brier')
 
+# %% ../nbs/16_reports.ipynb #ff5ed4ab
 def _data_hash(rec: dict) -> str | None:
     "One checksum for the data a run used: the ingested patients' fingerprint, else a hash of the input files' hashes."
     d = rec.get('data_sha256') or {}
@@ -208,6 +223,7 @@ def _data_hash(rec: dict) -> str | None:
     files = d.get('files') or {}
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest() if files else None
 
+# %% ../nbs/16_reports.ipynb #56b13670
 def _leaderboard_row(rec: dict, run_dir: Path | None = None) -> dict:
     train = (rec.get('results') or {}).get('train') or {}
     cv, test, err, git = train.get('cv') or {}, train.get('test') or {}, rec.get('error') or {}, rec.get('git') or {}
@@ -228,6 +244,7 @@ def _leaderboard_row(rec: dict, run_dir: Path | None = None) -> dict:
     row['started'], row['duration_s'] = rec.get('started'), rec.get('duration_s')
     return row
 
+# %% ../nbs/16_reports.ipynb #494e8719
 def build_leaderboard(reports_dir=None) -> pd.DataFrame:
     "All runs under `reports_dir` (default: the reports folder), one row each, ranked by the rule above; `rank` from 1."
     reports = Path(reports_dir or get_settings().reports_dir)
@@ -289,61 +306,101 @@ _SORT_JS = """document.querySelectorAll('th[data-sort]').forEach(function (th) {
   });
 });"""
 
-def _s(x) -> str:
+# %% ../nbs/16_reports.ipynb #6c00df69
+def _text(x) -> str:
     return '' if x is None or (isinstance(x, float) and pd.isna(x)) else str(x)
 
-def _fmt(x, digits=3) -> str:
+# %% ../nbs/16_reports.ipynb #bbb6a717
+def _decimals(x, digits=3) -> str:
     return '' if x is None or pd.isna(x) else f'{x:.{digits}f}'
 
+# %% ../nbs/16_reports.ipynb #77fb767b
 def _figure_label(fname: str) -> str:
     "07_train-confusion-matrix.png -> confusion matrix"
     return Path(fname).stem.split('-', 1)[-1].replace('-', ' ')
 
+# %% ../nbs/16_reports.ipynb #cf2db297
+def _metric_cell(col: str, sd: str | None = None):
+    "A row -> (cell, sort value) function for metric `col`: 'mean ± sd' when the row has `sd`."
+    def cell(r):
+        v = r[col]
+        if pd.isna(v): return '', ''
+        return (_decimals(v) + (f" ± {_decimals(r[sd])}" if sd and not pd.isna(r[sd]) else '')), repr(float(v))
+    return cell
+
+# %% ../nbs/16_reports.ipynb #3f13cc4c
+def _short_hash(v: str, star: bool = False) -> str:
+    "The first 12 characters of a checksum or commit, the whole one on hover; `*`: modified files."
+    e = html.escape
+    return f"<code title='{e(v)}'>{e(v[:12])}</code>{'*' if star else ''}" if v else '?'
+
+# %% ../nbs/16_reports.ipynb #fbd5397d
+def _provenance(r) -> str:
+    "The data checksum and the commit a run used."
+    return (f"<div class='muted small'>data {_short_hash(_text(r.data_sha256))} · commit "
+            f"{_short_hash(_text(r.commit), _text(r.dirty) == 'True')}</div>")
+
+# %% ../nbs/16_reports.ipynb #ac0db78f
+def _links(r) -> str:
+    "Links to a run's stage reports, model card and figures."
+    e = html.escape
+    rid = e(str(r.run_id))
+    out = [f"<a href='{rid}/{e(h)}'>{e(s)}</a>" for s, h in r.reports.items()]
+    if _text(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'><b>model card</b></a>")
+    figs = ' · '.join(f"<a href='{rid}/figures/{e(f)}'>{e(_figure_label(f))}</a>" for f in r.figures)
+    return ' · '.join(out) + (f"<br><span class='muted'>figures:</span> {figs}" if figs else '')
+
+# %% ../nbs/16_reports.ipynb #7be191e1
+def _run_cell(r) -> tuple[str, str]:
+    "The run's id and name, its links and provenance, and the earlier runs it stands for."
+    e = html.escape
+    more = [x for x in r.run_ids if x != r.run_id]
+    return (f"<code>{e(str(r.run_id))}</code>" + (f"<br>{e(_text(r['name']))}" if _text(r['name']) else '') +
+            f"<div class='links'>{_links(r)}</div>" + _provenance(r) +
+            (f"<details><summary>{len(more)} earlier run(s)</summary>" + '<br>'.join(
+                f"<a href='{e(x)}/run.json'><code>{e(x)}</code></a>" for x in more) + '</details>' if more else ''),
+            str(r.run_id))
+
+# %% ../nbs/16_reports.ipynb #1c9467e0
+def _status_cell(r) -> tuple[str, str]:
+    "The run's status; for a failure, the error and a link to the failing cell."
+    e = html.escape
+    if not _text(r.error): return e(str(r.status)), str(r.status)
+    link = f"{e(str(r.run_id))}/{e(_text(r.error_html))}#papermill-error-cell" if _text(r.error_html) else None
+    return (f"<div class='err'>{e(_text(r.error))}</div>" + (f"<a href='{link}'>failing cell</a>" if link else '')), str(r.status)
+
+# %% ../nbs/16_reports.ipynb #b7fa0700
+def _params_cell(r) -> tuple[str, str]:
+    "The run's parameters as name=value, 'defaults' when none."
+    e = html.escape
+    return (', '.join(f'{e(str(k))}={e(json.dumps(v))}' for k, v in r.parameters.items()) or "<span class='muted'>defaults</span>",
+            json.dumps(r.parameters, sort_keys=True))
+
+# %% ../nbs/16_reports.ipynb #6eb5967e
+def _runs_cell(r) -> tuple[str, str]:
+    "How many runs the row stands for, flagged when their metrics differ."
+    return str(r.runs) + (" <span class='err' title='the repeats gave different metrics'>≠</span>" if r.metrics_differ else ''), str(r.runs)
+
+# %% ../nbs/16_reports.ipynb #36989a04
+def _model_cell(r) -> tuple[str, str]:
+    "The model's name and its registered version."
+    e = html.escape
+    return (e(_text(r.model)) + (f"<br><code class='small'>{e(_text(r.model_version))}</code>" if _text(r.model_version) else ''),
+            _text(r.model))
+
+# %% ../nbs/16_reports.ipynb #5c7bcb1d
 # (header, row -> (cell html, sort value), sort kind: high/low/text/None, numeric cell)
 def _columns():
-    e = html.escape
-    def metric(col, best, sd=None):
-        def cell(r):
-            v = r[col]
-            if pd.isna(v): return '', ''
-            return (_fmt(v) + (f" ± {_fmt(r[sd])}" if sd and not pd.isna(r[sd]) else '')), repr(float(v))
-        return cell, best
-    def run(r):
-        more = [x for x in r.run_ids if x != r.run_id]
-        return (f"<code>{e(str(r.run_id))}</code>" + (f"<br>{e(_s(r['name']))}" if _s(r['name']) else '') +
-                f"<div class='links'>{links(r)}</div>" + provenance(r) +
-                (f"<details><summary>{len(more)} earlier run(s)</summary>" + '<br>'.join(
-                    f"<a href='{e(x)}/run.json'><code>{e(x)}</code></a>" for x in more) + '</details>' if more else ''),
-                str(r.run_id))
-    def status(r):
-        if not _s(r.error): return e(str(r.status)), str(r.status)
-        link = f"{e(str(r.run_id))}/{e(_s(r.error_html))}#papermill-error-cell" if _s(r.error_html) else None
-        return (f"<div class='err'>{e(_s(r.error))}</div>" + (f"<a href='{link}'>failing cell</a>" if link else '')), str(r.status)
-    def params(r):
-        return (', '.join(f'{e(str(k))}={e(json.dumps(v))}' for k, v in r.parameters.items()) or "<span class='muted'>defaults</span>",
-                json.dumps(r.parameters, sort_keys=True))
-    def runs(r):
-        return str(r.runs) + (" <span class='err' title='the repeats gave different metrics'>≠</span>" if r.metrics_differ else ''), str(r.runs)
-    def short(v, star=False): return f"<code title='{e(v)}'>{e(v[:12])}</code>{'*' if star else ''}" if v else '?'
-    def provenance(r):
-        return (f"<div class='muted small'>data {short(_s(r.data_sha256))} · commit "
-                f"{short(_s(r.commit), _s(r.dirty) == 'True')}</div>")
-    def links(r):
-        rid = e(str(r.run_id))
-        out = [f"<a href='{rid}/{e(h)}'>{e(s)}</a>" for s, h in r.reports.items()]
-        if _s(r.model_card): out.append(f"<a href='{rid}/{e(r.model_card)}'><b>model card</b></a>")
-        figs = ' · '.join(f"<a href='{rid}/figures/{e(f)}'>{e(_figure_label(f))}</a>" for f in r.figures)
-        return ' · '.join(out) + (f"<br><span class='muted'>figures:</span> {figs}" if figs else '')
-    return [('#', lambda r: (str(r['rank']), str(r['rank'])), 'low', True), ('run', run, 'text', False),
-            ('runs', runs, 'high', True), ('status', status, 'text', False), ('parameters', params, 'text', False),
-            ('model', lambda r: (e(_s(r.model)) + (f"<br><code class='small'>{e(_s(r.model_version))}</code>"
-                                                     if _s(r.model_version) else ''), _s(r.model)), 'text', False),
-            ('CV macro-F1', *metric('cv_f1_macro_mean', 'high', 'cv_f1_macro_std'), True),
-            ('CV accuracy', *metric('cv_accuracy_mean', 'high', 'cv_accuracy_std'), True),
-            ('CV log loss', *metric('cv_log_loss_mean', 'low', 'cv_log_loss_std'), True),
-            ('test accuracy', *metric('test_accuracy', 'high'), True), ('test macro-F1', *metric('test_f1_macro', 'high'), True),
-            ('test log loss', *metric('test_log_loss', 'low'), True)]
+    return [('#', lambda r: (str(r['rank']), str(r['rank'])), 'low', True), ('run', _run_cell, 'text', False),
+            ('runs', _runs_cell, 'high', True), ('status', _status_cell, 'text', False), ('parameters', _params_cell, 'text', False),
+            ('model', _model_cell, 'text', False),
+            ('CV macro-F1', _metric_cell('cv_f1_macro_mean', 'cv_f1_macro_std'), 'high', True),
+            ('CV accuracy', _metric_cell('cv_accuracy_mean', 'cv_accuracy_std'), 'high', True),
+            ('CV log loss', _metric_cell('cv_log_loss_mean', 'cv_log_loss_std'), 'low', True),
+            ('test accuracy', _metric_cell('test_accuracy'), 'high', True), ('test macro-F1', _metric_cell('test_f1_macro'), 'high', True),
+            ('test log loss', _metric_cell('test_log_loss'), 'low', True)]
 
+# %% ../nbs/16_reports.ipynb #23a7962f
 def leaderboard_html(df: pd.DataFrame) -> str:
     "The leaderboard `df` (from `build_leaderboard`) as a self-contained HTML page, repeats grouped."
     e, g, cols = html.escape, group_runs(df), _columns()
@@ -364,6 +421,7 @@ def leaderboard_html(df: pd.DataFrame) -> str:
             "are one row; <i>runs</i> counts them.</p><table><thead><tr>" + head +
             "</tr></thead><tbody>" + ''.join(trs) + f"</tbody></table><script>{_SORT_JS}</script></body></html>")
 
+# %% ../nbs/16_reports.ipynb #e24531fb
 def write_leaderboard(reports_dir=None) -> Path:
     "Rebuild `reports_dir`/index.html from every run's run.json."
     reports = Path(reports_dir or get_settings().reports_dir)
@@ -378,15 +436,18 @@ _TEXT_PROBLEMS = (
     ('a numpy scalar repr', re.compile(r'\bnp\.(?:float|int|uint|complex|bool|str|bytes|datetime|timedelta|longdouble|clongdouble)\w*\(|\bnp\.(?:True|False)_')),
     ('a figure that did not render', re.compile(r'<Figure size \d+(?:\.\d+)?x\d+(?:\.\d+)?')))
 
+# %% ../nbs/16_reports.ipynb #f2c002f1
 def visible_text(page: str) -> str:
     "The text a browser shows of HTML `page`: no styles, scripts or tags; entities decoded."
     page = re.sub(r'(?is)<(style|script)\b.*?</\1\s*>', ' ', page)
     return html.unescape(re.sub(r'(?s)<[^>]+>', ' ', page))
 
+# %% ../nbs/16_reports.ipynb #68864445
 def _short(s: str, n: int = 100) -> str:
     s = ' '.join(s.split())
     return s if len(s) <= n else s[:n - 1] + '…'
 
+# %% ../nbs/16_reports.ipynb #69e214e5
 def check_report(path) -> list:
     "What `path` (an HTML report) shows that it should not: ['what (n×): first occurrence', …]; empty when clean."
     page = Path(path).read_text(encoding='utf-8', errors='replace')
@@ -410,7 +471,11 @@ def _html_files(path: Path) -> list:
         out += [Path(root)/f for f in sorted(files) if f.endswith('.html') and not f.startswith('.')]
     return out
 
-def check_reports(paths=None, out=None, err=None) -> int:
+# %% ../nbs/16_reports.ipynb #3dca1f58
+def check_reports(paths=None, # HTML reports or folders of them; None: the reports folder
+                  out=None, # where the problems are listed (default: stdout)
+                  err=None # where the summary and errors go (default: stderr)
+                 ) -> int:
     "Check every HTML report under `paths` (default: the reports folder); 0 all clean, 1 a report has problems, 2 nothing to check."
     import sys
     out, err = out or sys.stdout, err or sys.stderr

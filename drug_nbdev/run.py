@@ -10,11 +10,10 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
-import pandas as pd
 import yaml
 from .config import project_root, checkout_root, get_settings
 from .ingest import file_sha256
-from .reports import (render_html, write_model_card, build_leaderboard, leaderboard_html, write_leaderboard,
+from .reports import (render_html, write_model_card, write_leaderboard,
                                 write_atomic as _write_atomic, now_utc as _now, read_json as _read_json)
 
 # %% auto #0
@@ -30,16 +29,18 @@ KERNEL = 'drug-nbdev'
 class RunError(ValueError):
     "A run request that cannot start: unknown stage or parameter, ill-typed value, missing kernel."
 
-def _nbs(nbs=None) -> Path:
+# %% ../nbs/17_run.ipynb #91878f56
+def _notebook_folder(nbs=None) -> Path:
     "The notebook folder: `nbs`, else <project_root()>/nbs, else the nbs/ of the checkout holding this module."
     if nbs: return Path(nbs).expanduser().resolve()
     for base in (project_root(), checkout_root()):
         if base and (base/'nbs').is_dir(): return base/'nbs'
     return project_root()/'nbs'
 
+# %% ../nbs/17_run.ipynb #8a806e21
 def find_stages(only: str | list | None = None, nbs=None) -> dict[str, Path]:
     "The notebooks of the selected stages (`only`: comma list or list of names; None = all), in number order."
-    nbs = _nbs(nbs)
+    nbs = _notebook_folder(nbs)
     if only is None: names = list(STAGES)
     else:
         names = [s.strip() for s in (only.split(',') if isinstance(only, str) else only) if str(s).strip()]
@@ -66,6 +67,7 @@ def stage_parameters(nb) -> dict:
         except (ValueError, SyntaxError, TypeError): out[name] = _ANY
     return out
 
+# %% ../nbs/17_run.ipynb #0a60c6e3
 def _type_ok(value, default) -> bool:
     if default is None or default is _ANY: return True
     if isinstance(default, bool): return isinstance(value, bool)
@@ -74,6 +76,7 @@ def _type_ok(value, default) -> bool:
     if isinstance(default, (list, tuple)): return isinstance(value, (list, tuple))
     return isinstance(value, type(default))
 
+# %% ../nbs/17_run.ipynb #4ae5607f
 def _type_name(default) -> str:
     return {bool: 'bool (true/false)', float: 'float (a number)', tuple: 'list'}.get(type(default), type(default).__name__)
 
@@ -83,6 +86,13 @@ RUNNER_SET = ('run_dir',)
 MAX_DEPTH = 20                 # nesting of lists and mappings in one value
 MAX_PARAMS_BYTES = 1_000_000   # a parameters file is a few lines; a bigger one is a mistake
 
+# %% ../nbs/17_run.ipynb #ea66cc9b
+def _short(v, width=40) -> str:
+    try: r = repr(v)
+    except ValueError: r = f'<{type(v).__name__}>'
+    return r if len(r) <= width else r[:width - 1] + '…'
+
+# %% ../nbs/17_run.ipynb #6e6edebf
 _CORE_TAGS = {f'tag:yaml.org,2002:{t}' for t in ('null', 'bool', 'int', 'float', 'str', 'seq', 'map')}
 
 class StrictLoader(yaml.SafeLoader):
@@ -114,11 +124,7 @@ StrictLoader.yaml_constructors = {t: c for t, c in yaml.SafeLoader.yaml_construc
 StrictLoader.yaml_constructors[None] = _refuse_tag
 StrictLoader.yaml_multi_constructors = {}
 
-def _short(v, width=40) -> str:
-    try: r = repr(v)
-    except ValueError: r = f'<{type(v).__name__}>'
-    return r if len(r) <= width else r[:width - 1] + '…'
-
+# %% ../nbs/17_run.ipynb #a6cd82e8
 def check_value(v, where: str, depth: int = 0):
     "RunError unless `v` is str, int, float (finite), bool, None, or a list or text-keyed mapping of those, recursively."
     if v is None or type(v) in (str, bool, int): return
@@ -137,6 +143,7 @@ def check_value(v, where: str, depth: int = 0):
     raise RunError(f'{where}: a value of type {type(v).__name__} ({_short(v)}) is not accepted; only text, numbers, '
                    'true/false, null, lists and mappings are')
 
+# %% ../nbs/17_run.ipynb #18db8b7d
 def _load_text(text: str, source: str, as_json: bool = False):
     "The document in `text` (YAML with StrictLoader, or JSON), or RunError naming `source`."
     try:
@@ -159,6 +166,18 @@ def _load_text(text: str, source: str, as_json: bool = False):
         why = 'a number has more than 4300 digits' if 'integer string conversion' in str(e) else str(e)[:200]
         raise RunError(f'{source}: not accepted: {why}') from None
 
+# %% ../nbs/17_run.ipynb #44e9162d
+def _check_spec(spec: dict, source: str) -> dict:
+    if 'name' in spec and not isinstance(spec['name'], str): raise RunError(f"{source}: 'name' must be text")
+    if 'only' in spec and not isinstance(spec['only'], (str, list)): raise RunError(f"{source}: 'only' must be a comma list of stages")
+    grid = spec.get('grid', {})
+    if not isinstance(grid, dict): raise RunError(f"{source}: 'grid' must be a mapping of parameter -> list of values")
+    for k, vs in grid.items():
+        if not isinstance(vs, list) or not vs: raise RunError(f"{source}: grid.{k} must be a non-empty list of values, got {_short(vs)}")
+        if len({json.dumps(v, sort_keys=True) for v in vs}) < len(vs): raise RunError(f"{source}: grid.{k} lists a value twice: {_short(vs)}")
+    return spec
+
+# %% ../nbs/17_run.ipynb #4b90e2a3
 def read_params(path: str | os.PathLike | None) -> dict:
     "The parameters file at `path` (YAML, or JSON for *.json) as a checked mapping (empty for None); RunError otherwise."
     if path is None: return {}
@@ -175,16 +194,7 @@ def read_params(path: str | os.PathLike | None) -> dict:
         check_value(v, f'{path}: {k}')
     return _check_spec(spec, str(path))
 
-def _check_spec(spec: dict, source: str) -> dict:
-    if 'name' in spec and not isinstance(spec['name'], str): raise RunError(f"{source}: 'name' must be text")
-    if 'only' in spec and not isinstance(spec['only'], (str, list)): raise RunError(f"{source}: 'only' must be a comma list of stages")
-    grid = spec.get('grid', {})
-    if not isinstance(grid, dict): raise RunError(f"{source}: 'grid' must be a mapping of parameter -> list of values")
-    for k, vs in grid.items():
-        if not isinstance(vs, list) or not vs: raise RunError(f"{source}: grid.{k} must be a non-empty list of values, got {_short(vs)}")
-        if len({json.dumps(v, sort_keys=True) for v in vs}) < len(vs): raise RunError(f"{source}: grid.{k} lists a value twice: {_short(vs)}")
-    return spec
-
+# %% ../nbs/17_run.ipynb #f28a6d35
 def parse_overrides(items: list[str] | None) -> dict:
     "`-p NAME=VALUE` options as a mapping, each VALUE read by StrictLoader and checked like a file's."
     out = {}
@@ -289,7 +299,12 @@ def _source_index(out_nb: Path, index: int) -> int:
     injected = [i for i, c in enumerate(cells) if 'injected-parameters' in c.metadata.get('tags', [])]
     return index - 1 if injected and injected[0] < index else index
 
-def execute_stage(nb, out_dir, parameters: dict, cwd=None) -> dict:
+# %% ../nbs/17_run.ipynb #36d4de5c
+def execute_stage(nb, # the stage's notebook
+                  out_dir, # where the executed notebook and its HTML go
+                  parameters: dict, # the parameters papermill injects (checked already)
+                  cwd=None # the kernel's working folder; None: the notebook's
+                 ) -> dict:
     "Run notebook `nb` with `parameters` into `out_dir`, render its HTML; the stage's status, times and error."
     import papermill as pm
     out_dir = Path(out_dir); out_nb = out_dir/Path(nb).name; out_html = out_nb.with_suffix('.html')
@@ -331,6 +346,7 @@ def package_versions() -> dict:
             except metadata.PackageNotFoundError: pass
     return {k: v(ns) for k, ns in _PACKAGES.items()}
 
+# %% ../nbs/17_run.ipynb #5cd536d4
 def git_state(root=None) -> dict:
     "The commit checked out at `root` (any folder of the checkout) and whether tracked files differ from it."
     root = Path(root or project_root())
@@ -342,6 +358,7 @@ def git_state(root=None) -> dict:
     if not commit: return dict(commit=None, dirty=None)
     return dict(commit=commit, dirty=bool(git('status', '--porcelain', '--untracked-files=no')))
 
+# %% ../nbs/17_run.ipynb #9262700e
 def data_checksums(results: dict, root=None) -> dict:
     "Checksums of the data a run used: `ingest.json`'s per-file SHA-256s and its fingerprint of all patients."
     ing = results.get('ingest') or {}
@@ -355,9 +372,15 @@ def data_checksums(results: dict, root=None) -> dict:
 def _run_id(stamp: str, params: dict, i: int) -> str:
     return f"{stamp}-{hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]}-{i:03d}"
 
+# %% ../nbs/17_run.ipynb #5c4ff75d
 _SERIAL = {'ingest': threading.Lock()}   # writes the shared database and store: one run at a time
 
-def run_stages(run_dir, stages: dict[str, Path], params: dict, meta: dict | None = None, on_stage=None) -> dict:
+def run_stages(run_dir, # the run's folder: reports/<run-id>
+               stages: dict[str, Path], # stage name -> notebook, in the order to run
+               params: dict, # this run's parameters; each stage gets those it declares
+               meta: dict | None = None, # what run.json records besides (batch name, commit, packages…)
+               on_stage=None # called with (stage, status) after each stage
+              ) -> dict:
     "Execute `stages` with `params` into `run_dir`, writing run.json as it goes; the run's record."
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     rec = dict(run_id=run_dir.name, **(meta or {}), parameters=params, status='running', started=_now(),
@@ -402,12 +425,14 @@ def _environ(changes: dict):
     finally:
         os.environ.clear(); os.environ.update(old)
 
+# %% ../nbs/17_run.ipynb #3c5442a6
 @contextmanager
 def _cwd(path):
     old = os.getcwd(); os.chdir(path)
     try: yield
     finally: os.chdir(old)
 
+# %% ../nbs/17_run.ipynb #da7385fa
 def _point_latest(reports: Path, run_id: str):
     link, tmp = reports/'latest', reports/f'.latest.{os.getpid()}.tmp'
     if link.is_dir() and not link.is_symlink(): shutil.rmtree(link)
@@ -418,6 +443,7 @@ def _point_latest(reports: Path, run_id: str):
     except OSError:   # no symlinks here (some Windows setups): a copy
         shutil.rmtree(tmp, ignore_errors=True); shutil.copytree(reports/run_id, tmp); os.replace(tmp, link)
 
+# %% ../nbs/17_run.ipynb #18aa76cd
 def _stamp(reports: Path) -> str:
     t = datetime.now(timezone.utc)
     while True:
@@ -425,8 +451,29 @@ def _stamp(reports: Path) -> str:
         if not any(reports.glob(f'{s}-*')): return s
         t = t + timedelta(seconds=1)
 
-def run_main(params: str | None = None, only: str | None = None, jobs: int = 1, nbs=None,
-             reports_dir=None, env: dict | None = None, overrides: list[str] | None = None) -> int:
+# %% ../nbs/17_run.ipynb #8f7483c8
+def _kernel_env(env: dict | None = None) -> dict:
+    "The variables `run_main` sets (None: removes) for the kernels, `env` last."
+    return {'DRUG_NBDEV_HOME': os.environ.get('DRUG_NBDEV_HOME') or str(project_root()),
+            'PYTHONHASHSEED': os.environ.get('PYTHONHASHSEED') or '0',
+            'TF_CPP_MIN_LOG_LEVEL': os.environ.get('TF_CPP_MIN_LOG_LEVEL') or '1', 'IN_TEST': None, **(env or {})}
+
+# %% ../nbs/17_run.ipynb #55ddf04f
+def _run_line(rid: str, r: dict) -> str:
+    "The line printed when run `rid` ends with record `r`."
+    err = r.get('error') or {}
+    return (f"{rid}  {r['status']}" + (f"  {err.get('stage', '')} cell {err.get('cell_index')}: "
+            f"{err.get('ename')}: {err.get('evalue')}" if r['status'] != 'succeeded' else ''))
+
+# %% ../nbs/17_run.ipynb #1b9168c1
+def run_main(params: str | None = None, # a parameters file (YAML, or JSON for *.json); None: the defaults
+             only: str | None = None, # comma list of stages; None: the file's `only`, else all
+             jobs: int = 1, # runs executed at once
+             nbs=None, # the notebook folder; None: the project's nbs/
+             reports_dir=None, # where run folders and index.html go; None: the project's reports folder
+             env: dict | None = None, # environment variables to set (None: remove) for the kernels
+             overrides: list[str] | None = None # NAME=VALUE parameters that win over the file's
+            ) -> int:
     "Run the stage notebooks (all, or `only`) once or over the grid in `params` (`overrides`: NAME=VALUE); 0 ok, 1 failed, 2 refused."
     from tqdm import tqdm
     try:
@@ -438,14 +485,12 @@ def run_main(params: str | None = None, only: str | None = None, jobs: int = 1, 
         check_kernel()
     except RunError as e:
         print(f'error: {e}', file=sys.stderr); return 2
-    nbs, reports = _nbs(nbs), Path(reports_dir or get_settings().reports_dir).expanduser().resolve()
+    nbs, reports = _notebook_folder(nbs), Path(reports_dir or get_settings().reports_dir).expanduser().resolve()
     reports.mkdir(parents=True, exist_ok=True)
     stamp, grid = _stamp(reports), bool(spec.get('grid'))
     meta = dict(name=spec.get('name'), grid=grid, params_file=str(params) if params else None,
                 stage_names=list(stages), git=git_state(nbs), packages=package_versions())
-    kenv = {'DRUG_NBDEV_HOME': os.environ.get('DRUG_NBDEV_HOME') or str(project_root()),
-            'PYTHONHASHSEED': os.environ.get('PYTHONHASHSEED') or '0',
-            'TF_CPP_MIN_LOG_LEVEL': os.environ.get('TF_CPP_MIN_LOG_LEVEL') or '1', 'IN_TEST': None, **(env or {})}
+    kenv = _kernel_env(env)
     ids = [_run_id(stamp, p, i) for i, p in enumerate(runs)]
     print(f"{len(runs)} run(s) of {', '.join(stages)} -> {reports}", file=sys.stderr)
     bar = tqdm(total=len(runs) * len(stages), desc=f'runs 0/{len(runs)}', unit='stage', file=sys.stderr)
@@ -466,10 +511,7 @@ def run_main(params: str | None = None, only: str | None = None, jobs: int = 1, 
             r = recs[rid]
             with lock:
                 done[0] += 1; bar.set_description(f'runs {done[0]}/{len(runs)}')
-                err = r.get('error') or {}
-                msg = (f"{rid}  {r['status']}" + (f"  {err.get('stage', '')} cell {err.get('cell_index')}: "
-                       f"{err.get('ename')}: {err.get('evalue')}" if r['status'] != 'succeeded' else ''))
-                tqdm.write(msg, file=sys.stdout)
+                tqdm.write(_run_line(rid, r), file=sys.stdout)
     bar.close()
     if not grid and ids: _point_latest(reports, ids[-1])
     write_leaderboard(reports)

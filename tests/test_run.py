@@ -9,7 +9,8 @@ import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from drug_nbdev.config import project_root
-from drug_nbdev.run import build_leaderboard, run_main
+from drug_nbdev.reports import build_leaderboard
+from drug_nbdev.run import run_main
 from conftest import project_env
 
 REPO = project_root()

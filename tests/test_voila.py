@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from unittest.mock import patch
 from conftest import free_port, project_env
+from drug_nbdev.testing import EXAMPLE_PATIENT
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path('/usr/bin/chromium')
 VOILA = Path(sys.executable).parent/'voila'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run']
-SEED = dict(Age='45', Sex='M', BP='HIGH', Cholesterol='NORMAL', Na_to_K='15.5')   # the seed docs' patient: DrugY
+EXAMPLE_FIELDS = {k: str(v) for k, v in EXAMPLE_PATIENT.items()}   # the architecture's example patient, as typed: DrugY
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -120,10 +121,10 @@ def test_form_shows_widgets_not_code(page):
     for code in ('import ', 'PredictForm(', 'def ', 'IN_TEST', 'Traceback'): assert code not in text, code
 
 
-def test_predict_the_seed_patient(page, registry, tmp_path):
+def test_predict_the_example_patient(page, registry, tmp_path):
     from drug_nbdev.registry import current_version
     _clear_result(page)
-    _fill(page, **SEED)
+    _fill(page, **EXAMPLE_FIELDS)
     page.get_by_role('button', name='Predict').click()
     page.locator('#dn-drug').wait_for(timeout=30_000)
     assert page.locator('#dn-drug').inner_text().strip() == 'DrugY'
@@ -137,7 +138,7 @@ def test_predict_the_seed_patient(page, registry, tmp_path):
 
 def test_invalid_input_gives_a_clear_message(page):
     _clear_result(page)
-    _fill(page, **{**SEED, 'Na_to_K': '0'})
+    _fill(page, **{**EXAMPLE_FIELDS, 'Na_to_K': '0'})
     page.get_by_role('button', name='Predict').click()
     err = page.locator('#dn-error')
     err.wait_for(timeout=30_000)
@@ -150,7 +151,7 @@ def test_forgotten_age_is_reported_not_defaulted(page):
     "An empty Age box is 'missing' — never read as 0 (a newborn)."
     _clear_result(page)
     assert page.locator('.dn-field-age input').get_attribute('placeholder') == 'years'
-    _fill(page, **{**SEED, 'Age': ''})
+    _fill(page, **{**EXAMPLE_FIELDS, 'Age': ''})
     page.get_by_role('button', name='Predict').click()
     err = page.locator('#dn-error')
     err.wait_for(timeout=30_000)
