@@ -220,4 +220,7 @@ def monitor_main(start: str = '', # window start, ISO date or time (UTC); '' = `
     print(f"monitor: {summary['status']} ({summary['n_records']} predictions){': ' + ', '.join(flagged) if flagged else ''}; "
           f'report: {out/"index.html"}')
     _write_index(reports)
+    if (reports/'index.html').exists():     # the runs' leaderboard links the monitoring reports
+        from drug_nbdev.reports import write_leaderboard
+        write_leaderboard(reports)
     return EXIT_DRIFT if summary['status'] == 'drift' else EXIT_OK

@@ -401,7 +401,9 @@ def _columns():
             ('test log loss', _metric_cell('test_log_loss'), 'low', True)]
 
 # %% ../nbs/16_reports.ipynb #23a7962f
-def leaderboard_html(df: pd.DataFrame) -> str:
+def leaderboard_html(df: pd.DataFrame,
+                     monitoring: bool = False # link the monitoring reports (`drug-nbdev monitor` writes monitoring/index.html)
+                    ) -> str:
     "The leaderboard `df` (from `build_leaderboard`) as a self-contained HTML page, repeats grouped."
     e, g, cols = html.escape, group_runs(df), _columns()
     trs = []
@@ -418,14 +420,17 @@ def leaderboard_html(df: pd.DataFrame) -> str:
             "Ranked by: failed runs last; then CV macro-F1 (mean, higher first), CV accuracy, CV log loss (lower first), "
             "newest first. Click a column's header to sort by it. CV metrics are mean ± standard deviation over the folds "
             "and repeats; the test split is shown, not ranked on. Runs of the same parameters on the same data and code "
-            "are one row; <i>runs</i> counts them.</p><table><thead><tr>" + head +
+            "are one row; <i>runs</i> counts them.</p>" +
+            ("<p><a href='monitoring/index.html'>Monitoring reports</a>: drift of what the served model sees.</p>" if monitoring else '') +
+            "<table><thead><tr>" + head +
             "</tr></thead><tbody>" + ''.join(trs) + f"</tbody></table><script>{_SORT_JS}</script></body></html>")
 
 # %% ../nbs/16_reports.ipynb #e24531fb
 def write_leaderboard(reports_dir=None) -> Path:
-    "Rebuild `reports_dir`/index.html from every run's run.json."
+    "Rebuild `reports_dir`/index.html from every run's run.json (linking the monitoring reports when there are some)."
     reports = Path(reports_dir or get_settings().reports_dir)
-    return write_atomic(reports/'index.html', leaderboard_html(build_leaderboard(reports)))
+    return write_atomic(reports/'index.html', leaderboard_html(build_leaderboard(reports),
+                                                               monitoring=(reports/'monitoring'/'index.html').exists()))
 
 # %% ../nbs/16_reports.ipynb #95fad260
 _STDERR_BLOCK = re.compile(r'<div\b[^>]*(?:data-mime-type="application/vnd\.jupyter\.stderr"|class="[^"]*\boutput_stderr\b[^"]*")'

@@ -47,6 +47,11 @@ def _report(p, out):
 
 
 def test_traffic_like_training_is_no_drift(project):
+    from drug_nbdev.config import get_settings
+    from drug_nbdev.reports import write_leaderboard
+    Path(get_settings().reports_dir).mkdir(parents=True, exist_ok=True)
+    runs_index = write_leaderboard()                     # the runs' leaderboard, before any monitoring report
+    assert 'monitoring/index.html' not in runs_index.read_text()
     r = monitor('--start', '2026-11-02', '--end', '2026-11-03')
     assert r.returncode == 0, r.stdout + r.stderr
     html, s = _report(project, r.stdout)
@@ -58,6 +63,7 @@ def test_traffic_like_training_is_no_drift(project):
     assert 'Drift per feature' in text and 'monitor_summary(' not in text and 'import ' not in text   # no code
     assert (html.parent/'monitor.ipynb').exists()
     assert html.parent.name in (html.parent.parent/'index.html').read_text()
+    assert "href='monitoring/index.html'" in runs_index.read_text()    # and the leaderboard now links them
 
 
 def test_one_shifted_feature_is_flagged_alone(project):
