@@ -318,6 +318,7 @@ def input_ranges(X: pd.DataFrame) -> dict:
 
 # %% ../nbs/07_train.ipynb #f540f51e
 def _best_params(est) -> dict:
+    "The settings a grid search chose, without the pipeline's `model__` prefix; {} for an estimator that was not searched."
     if hasattr(est, 'best_params_'): return {k.removeprefix('model__'): v for k, v in est.best_params_.items()}
     return {}
 
