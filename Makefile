@@ -62,9 +62,18 @@ nbtest: install ## run the notebooks' inline tests (nbdev_test)
 pytest: test-deps ## run the pytest suite in tests/ (starts Azurite, PostgreSQL, uvicorn, Voila, Chromium itself)
 	$(BIN)/pytest
 
+# The container build is mostly waiting on the network (debootstrap, pip inside the build), so it runs beside
+# nbdev_test, from the same tree, and tests/test_image.py drives those images (DRUG_NBDEV_TEST_IMAGES). When the
+# build failed, the test builds again itself and reports the failure with its log.
+# one name per checkout: two checkouts on one machine do not replace each other's images
+IMAGES_BUILT := localhost/drug-nbdev-make-test-$(shell printf %s "$(CURDIR)" | sha1sum | cut -c1-8)
 test: test-deps ## install everything the tests need and run every test: nbdev_test, then pytest
-	$(BIN)/nbdev_test --n_workers 2
-	$(BIN)/pytest
+	@mkdir -p $(VENV)/log; echo "building the container images beside nbdev_test (log: $(VENV)/log/image-build.log)"; \
+	  ( IMAGE_PREFIX=$(IMAGES_BUILT) deploy/image.sh all >$(VENV)/log/image-build.log 2>&1 ) & build=$$!; \
+	  $(BIN)/nbdev_test --n_workers 2; rc=$$?; \
+	  wait $$build && built=$(IMAGES_BUILT) || { built=; echo "image build failed: tests/test_image.py builds again"; }; \
+	  [ $$rc = 0 ] || exit $$rc; \
+	  DRUG_NBDEV_TEST_IMAGES=$$built $(BIN)/pytest
 
 export: install ## export the notebooks to drug_nbdev/ and clean them
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean

@@ -14,6 +14,8 @@ import argparse, os, resource, shutil, subprocess, sys, time
 import numpy as np, pandas as pd
 
 from common import PY, scratch_home
+from drug_nbdev.config import FEATURES
+from drug_nbdev.testing import synthetic_patients
 
 
 def _peak_mib() -> float:
@@ -44,10 +46,9 @@ def main():
     try:
         src = home/'exports'; src.mkdir()
         for k in range(a.files):
-            rng, n = np.random.default_rng(k), a.rows
-            pd.DataFrame({'patient_id': np.arange(n) + k * n, 'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
-                          'BP': rng.choice(['HIGH', 'LOW', 'NORMAL'], n), 'Cholesterol': rng.choice(['HIGH', 'NORMAL'], n),
-                          'Na_to_K': rng.uniform(6.3, 38.2, n).round(3)}).to_parquet(src/f'part-{k:02d}.parquet', row_group_size=a.chunksize)
+            n = a.rows
+            (synthetic_patients(n, seed=k)[FEATURES].assign(patient_id=np.arange(n) + k * n)
+             .to_parquet(src/f'part-{k:02d}.parquet', row_group_size=a.chunksize))
         total = a.files * a.rows
         load0 = os.getloadavg()
         cmd = [os.path.join(os.path.dirname(PY), 'drug-nbdev'), 'predict', str(src), '--chunksize', str(a.chunksize), '--out']

@@ -10,7 +10,6 @@ executemany inserts it — in another child, and the ratio printed. Goals on the
 """
 import argparse, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
-import numpy as np, pandas as pd
 
 from common import PY
 
@@ -34,21 +33,13 @@ con.commit()
 """
 
 
-def patients(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
-                       'BP': rng.choice(['HIGH', 'LOW', 'NORMAL'], n), 'Cholesterol': rng.choice(['HIGH', 'NORMAL'], n),
-                       'Na_to_K': rng.uniform(6.3, 38.2, n).round(3)})
-    return df.assign(Drug=np.select([df.Na_to_K > 15, df.BP.eq('HIGH') & (df.Age <= 50), df.BP.eq('HIGH'),
-                                     df.BP.eq('LOW') & df.Cholesterol.eq('HIGH')], ['DrugY', 'drugA', 'drugB', 'drugC'], 'drugX'))
-
-
 def write(src: str, n: int) -> None:
     "Write `n` synthetic patients to `src` (.csv or .parquet), a million at a time."
     import pyarrow as pa, pyarrow.parquet as pq
+    from drug_nbdev.testing import synthetic_patients
     w = None
     for i, s in enumerate(range(0, n, 1_000_000)):
-        part = patients(min(1_000_000, n - s), seed=i)
+        part = synthetic_patients(min(1_000_000, n - s), seed=i)
         if src.endswith('.csv'): part.to_csv(src, mode='a', header=i == 0, index=False)
         else:
             t = pa.Table.from_pandas(part, preserve_index=False)
@@ -74,6 +65,7 @@ def main():
     ap.add_argument('--no-bare', action='store_true', help='skip the bare pandas + SQLite comparison')
     a = ap.parse_args()
     print(f'bench_ingest: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start')
+    peaks = {}
     for n in a.rows:
         for fmt in a.formats:
             tmp = Path(tempfile.mkdtemp(prefix='drug_bench_ingest_'))
@@ -82,6 +74,7 @@ def main():
                 # written by a child: ru_maxrss counts a forked child's pages before exec, so this process stays small
                 run(f'import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from bench_ingest import write; write(sys.argv[1], int(sys.argv[2]))', src, n)
                 dt, peak = run(INGEST, src, tmp/'lake', tmp/'db.sqlite')
+                peaks[fmt, n] = peak
                 line = (f'  ingest {n:>10,} rows from {fmt:<7} ({src.stat().st_size / 2**20:,.0f} MiB): {dt:6.2f} s, '
                         f'{n / dt:>9,.0f} rows/s, peak {peak:,.0f} MiB')
                 if not a.no_bare:
@@ -90,6 +83,10 @@ def main():
                 print(line, flush=True)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+    for fmt in a.formats:                              # the goal: a peak flat in the number of rows
+        sizes = sorted(n for f, n in peaks if f == fmt)
+        if len(sizes) > 1:
+            print(f'  peak {fmt}: {sizes[-1]:,} rows / {sizes[0]:,} rows = ×{peaks[fmt, sizes[-1]] / peaks[fmt, sizes[0]]:.2f}')
     print(f'load average {os.getloadavg()[0]:.2f} at end')
 
 

@@ -11,6 +11,8 @@ import argparse, os, shutil, subprocess, sys, time
 import numpy as np, pandas as pd
 
 from common import PY, scratch_home
+from drug_nbdev.config import FEATURES
+from drug_nbdev.testing import synthetic_patients
 
 
 def main():
@@ -22,11 +24,8 @@ def main():
     a = ap.parse_args()
     home, env = scratch_home('drug_bench_predict_', a.trees)
     try:
-        rng = np.random.default_rng(0)
         n = a.rows
-        df = pd.DataFrame({'patient_id': np.arange(n), 'Age': rng.integers(15, 75, n), 'Sex': rng.choice(['F', 'M'], n),
-                           'BP': rng.choice(['HIGH', 'LOW', 'NORMAL'], n), 'Cholesterol': rng.choice(['HIGH', 'NORMAL'], n),
-                           'Na_to_K': rng.uniform(6.3, 38.2, n).round(3)})
+        df = synthetic_patients(n, seed=0)[FEATURES].assign(patient_id=np.arange(n))
         src, dst = home/'patients.parquet', home/f'scored.{a.out}'
         df.to_parquet(src, row_group_size=a.chunksize)
         del df

@@ -52,6 +52,7 @@ def _check_category(col, v):
     if c is None: return None, f'{v!r} is not one of {", ".join(CATEGORIES[col])}'
     return c, None
 
+# %% ../nbs/00_config.ipynb #59a4df08
 _DECIMAL = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)')   # ASCII digits ([0-9], not \d, which takes '４５') and one point
 
 def _as_number(v):
@@ -64,12 +65,18 @@ def _as_number(v):
     except OverflowError: return math.inf if v > 0 else -math.inf
     except (TypeError, ValueError): return None
 
+# %% ../nbs/00_config.ipynb #329c912d
 def _show(v, width=40):
     "`repr(v)` for a message, shortened: a pasted 5,000-digit number must not fill (or break) the reply."
     try: r = repr(v)
     except ValueError: return f'a number of more than {width} digits'  # ints beyond Python's str-conversion limit
     return r if len(r) <= width else f'{r[:width - 1]}…'
 
+# %% ../nbs/00_config.ipynb #610bf735
+def _missing(v):
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+# %% ../nbs/00_config.ipynb #1e23d2f5
 _HOW = ' (write it with the digits 0-9 and a decimal point)'
 
 def _check_age(v):
@@ -80,6 +87,7 @@ def _check_age(v):
     if not AGE_MIN <= x <= AGE_MAX: return None, f'{_show(v)} is outside {AGE_MIN}–{AGE_MAX}'
     return int(x), None
 
+# %% ../nbs/00_config.ipynb #1842ddb7
 def _check_na_to_k(v):
     x = _as_number(v)
     if x is None or math.isnan(x): return None, 'is missing' if _missing(v) else f'{_show(v)} is not a number{_HOW}'
@@ -87,20 +95,17 @@ def _check_na_to_k(v):
     if not 0 < x <= NA_TO_K_MAX: return None, f'{_show(v)} is outside (0, {NA_TO_K_MAX:g}]'
     return x, None
 
-def _missing(v):
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
-
+# %% ../nbs/00_config.ipynb #eb6dc744
 _CHECKS = {'Age': _check_age, 'Na_to_K': _check_na_to_k,
            **{c: (lambda col: lambda v: _check_category(col, v))(c) for c in CATEGORIES}}
 
-# %% ../nbs/00_config.ipynb #d3909ebe
-_MAX_KEPT = 1000                                    # problems kept per column on the exception (the count is exact)
-
+# %% ../nbs/00_config.ipynb #118aac20
 def _col_name(c) -> str:
     "A column name as a message may show it: as it is when short and plain, else shortened and escaped."
     c = str(c)
     return c if len(c) <= 40 and c.isascii() and c.isprintable() else _show(c)
 
+# %% ../nbs/00_config.ipynb #73ffc381
 def _fast_numbers(s: pd.Series) -> np.ndarray:
     "`s` as floats where a cell is a plain number (vectorised); NaN where the cell-by-cell check must decide."
     if pd.api.types.is_bool_dtype(s.dtype): return np.full(len(s), np.nan)
@@ -113,6 +118,7 @@ def _fast_numbers(s: pd.Series) -> np.ndarray:
         if ok.any(): out[s.index.get_indexer(txt.index[ok])] = txt[ok].astype('float64').to_numpy()
     return out
 
+# %% ../nbs/00_config.ipynb #2cb25eb5
 def _check_column(c: str, s: pd.Series):
     "The canonical values of column `c` and a boolean mask of its bad cells, with the problem of each bad cell."
     n, bad = len(s), {}
@@ -137,8 +143,16 @@ def _check_column(c: str, s: pd.Series):
         res = pd.Series(canon[codes], index=s.index).astype(DTYPES[c]) if not bad else None
     return res, bad
 
-def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None = True,
-                   extra: str = 'error', max_problems: int = 10, first_row: int = 1) -> pd.DataFrame:
+# %% ../nbs/00_config.ipynb #d3909ebe
+_MAX_KEPT = 1000                                    # problems kept per column on the exception (the count is exact)
+
+def validate_frame(df: pd.DataFrame, # the table to check
+                   source: str = 'input', # where it came from (a file name): every message starts with it
+                   target: bool | None = True, # the Drug column: True required, None checked when present, False ignored
+                   extra: str = 'error', # columns outside the contract: 'error' refuses them, anything else keeps them untouched
+                   max_problems: int = 10, # problems spelled out in the message; all are counted
+                   first_row: int = 1 # the number of `df`'s first row, for a file checked chunk by chunk
+                  ) -> pd.DataFrame:
     "A canonical copy of `df` checked against the data contract, or `ContractError` naming every problem."
     if not isinstance(df, pd.DataFrame): raise ContractError(f'{source}: expected a table, got {type(df).__name__}')
     cols = [str(c) for c in df.columns]
@@ -175,6 +189,9 @@ def validate_frame(df: pd.DataFrame, source: str = 'input', target: bool | None 
         for c in others: res[c] = df[c]
     return res
 
+# %% ../nbs/00_config.ipynb #5cf7ee05
+EXAMPLE_PATIENT = {'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}
+
 # %% ../nbs/00_config.ipynb #afd8e65c
 def validate_record(rec: dict, target: bool | None = False) -> dict:
     "The canonical form of one patient record `rec`, or `ContractError` naming each bad field."
@@ -190,9 +207,6 @@ def validate_record(rec: dict, target: bool | None = False) -> dict:
     if problems:
         raise ContractError('; '.join(f"{p['column']}: {p['problem']}" for p in problems), problems)
     return out
-
-# %% ../nbs/00_config.ipynb #5cf7ee05
-EXAMPLE_PATIENT = {'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}
 
 # %% ../nbs/00_config.ipynb #9dfdb822
 def utcnow() -> datetime:
@@ -216,6 +230,7 @@ def checkout_root() -> Path | None:
         if (p/'settings.ini').exists() and (p/'drug_nbdev').is_dir(): return p
     return None
 
+# %% ../nbs/00_config.ipynb #b2a37f70
 def project_root() -> Path:
     "The folder holding data/, models/ and reports/: `DRUG_NBDEV_HOME`, else this checkout, else the cwd."
     if os.environ.get('DRUG_NBDEV_HOME'): return Path(os.environ['DRUG_NBDEV_HOME']).expanduser().resolve()
@@ -239,6 +254,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] | None = None
     audit_sync: str = 'full'
 
+# %% ../nbs/00_config.ipynb #9e6db0c2
 def get_settings() -> Settings:
     "Settings read from the environment now (see the table above for the defaults)."
     e, root = os.environ, project_root()
@@ -256,7 +272,6 @@ def get_settings() -> Settings:
                     audit_sync=(e.get('DRUG_NBDEV_AUDIT_SYNC') or 'full').strip().lower())
 
 # %% ../nbs/00_config.ipynb #28ad77fe
-MIN_TOKEN_LENGTH = 12
 _TOKEN_NAME = re.compile(r'[A-Za-z0-9_.@-]{1,64}')
 
 def _token_entries(text: str, source: str, sep: str) -> list[tuple[str, str, str]]:
@@ -273,6 +288,9 @@ def _token_entries(text: str, source: str, sep: str) -> list[tuple[str, str, str
             raise ValueError(f'{where}: a token name is 1–64 letters, digits or . _ @ - (got {_show(name)})')
         out.append((name, secret, where))
     return out
+
+# %% ../nbs/00_config.ipynb #3e7abd76
+MIN_TOKEN_LENGTH = 12
 
 def read_api_tokens(s: Settings | None = None) -> dict[str, str]:
     "The API's bearer tokens by name, from the settings `s` (default: the environment now); ValueError when malformed."
@@ -292,7 +310,6 @@ def read_api_tokens(s: Settings | None = None) -> dict[str, str]:
         tokens[name] = secret
     return tokens
 
-
 # %% ../nbs/00_config.ipynb #ab85a36f
 def make_token_file(path: Path) -> str:
     "A new random token, written to `path` so that only this user can read it (mode 0600, replaced atomically)."
@@ -307,6 +324,7 @@ def make_token_file(path: Path) -> str:
     os.replace(tmp, path)
     return token
 
+# %% ../nbs/00_config.ipynb #bdc3946c
 def read_token_file(path: Path) -> str:
     "The token stored at `path`; ValueError when missing or readable by others."
     path = Path(path)
@@ -334,6 +352,7 @@ def default_allowed_hosts(bind: str) -> tuple[str, ...]:
     except OSError: pass
     return tuple(sorted(names))
 
+# %% ../nbs/00_config.ipynb #b4bec3ee
 def host_allowed(host_header: str | None, allowed) -> bool:
     "True when the `Host` header value (with or without port) is one of `allowed` ('*' allows any, '*.x' subdomains of x)."
     if not host_header: return False
@@ -345,7 +364,6 @@ def host_allowed(host_header: str | None, allowed) -> bool:
         if a == '*' or h == a or (a.startswith('*.') and h.endswith(a[1:])): return True
     return False
 
-
 # %% ../nbs/00_config.ipynb #e3266c4a
 @dataclass(frozen=True)
 class IngestLimits:
@@ -355,6 +373,7 @@ class IngestLimits:
     max_expansion: float = 200.0
     chunk_rows: int = 200_000
 
+# %% ../nbs/00_config.ipynb #88d8e819
 _LIMIT_VARS = {'max_bytes': 'DRUG_NBDEV_INGEST_MAX_BYTES', 'max_rows': 'DRUG_NBDEV_INGEST_MAX_ROWS',
                'max_expansion': 'DRUG_NBDEV_INGEST_MAX_EXPANSION', 'chunk_rows': 'DRUG_NBDEV_INGEST_CHUNK_ROWS'}
 

@@ -15,8 +15,9 @@ __all__ = ['metadata', 'ingested_files', 'patients', 'patient_sources', 'drug_su
 
 # %% ../nbs/02_db.ipynb #ac6ede3f
 metadata = sa.MetaData()
-_in = lambda col, vals: sa.CheckConstraint(sa.column(col).in_(vals), name=f'ck_{col.lower()}')
+_one_of = lambda col, vals: sa.CheckConstraint(sa.column(col).in_(vals), name=f'ck_{col.lower()}')
 
+# %% ../nbs/02_db.ipynb #c6997b04
 ingested_files = sa.Table('ingested_files', metadata,
     sa.Column('sha256', sa.String(64), primary_key=True),
     sa.Column('name', sa.String(500), nullable=False),
@@ -27,6 +28,7 @@ ingested_files = sa.Table('ingested_files', metadata,
     sa.Column('ingested_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('new_records', sa.Integer))
 
+# %% ../nbs/02_db.ipynb #f1f33a55
 patients = sa.Table('patients', metadata,
     sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
     sa.Column('file_sha256', sa.String(64), sa.ForeignKey('ingested_files.sha256'), nullable=False, index=True),
@@ -38,14 +40,16 @@ patients = sa.Table('patients', metadata,
     sa.Column('Na_to_K', sa.Float, nullable=False),
     sa.Column('Drug', sa.String(5), nullable=False),
     sa.UniqueConstraint('Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug', name='uq_patients_record'),
-    _in('Sex', ['F', 'M']), _in('BP', ['HIGH', 'LOW', 'NORMAL']), _in('Cholesterol', ['HIGH', 'NORMAL']),
-    _in('Drug', ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']))
+    _one_of('Sex', ['F', 'M']), _one_of('BP', ['HIGH', 'LOW', 'NORMAL']), _one_of('Cholesterol', ['HIGH', 'NORMAL']),
+    _one_of('Drug', ['DrugY', 'drugA', 'drugB', 'drugC', 'drugX']))
 
+# %% ../nbs/02_db.ipynb #cf013444
 patient_sources = sa.Table('patient_sources', metadata,      # no key of its own: a file is ingested once, so (file, row) is unique
     sa.Column('file_sha256', sa.String(64), sa.ForeignKey('ingested_files.sha256'), nullable=False),
     sa.Column('row_number', sa.Integer, nullable=False),
     sa.Column('patient_id', sa.Integer, sa.ForeignKey('patients.id'), nullable=False))
 
+# %% ../nbs/02_db.ipynb #a672c909
 drug_summary = sa.Table('drug_summary', metadata,
     *[sa.Column(c, sa.String(6), primary_key=True) for c in ('Drug', 'Sex', 'BP', 'Cholesterol')],
     sa.Column('n', sa.Integer, nullable=False),
@@ -62,9 +66,7 @@ predictions = sa.Table('predictions', metadata,
     sa.Column('output', sa.Text, nullable=False),
     sa.Column('caller', sa.String(64), nullable=True))   # the API token's name (never the secret); NULL without one
 
-# %% ../nbs/02_db.ipynb #796cabc7
-_RECORD = ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug']
-
+# %% ../nbs/02_db.ipynb #9025f942
 def refresh_summary(conn) -> None:
     "Recompute `drug_summary` from `patients` (inside the caller's transaction)."
     p, keys = patients.c, ('Drug', 'Sex', 'BP', 'Cholesterol')
@@ -74,18 +76,6 @@ def refresh_summary(conn) -> None:
                     ).group_by(*[p[k] for k in keys])
     conn.execute(drug_summary.delete())
     conn.execute(drug_summary.insert().from_select([c.name for c in drug_summary.columns], agg))
-
-def _migrate_to_distinct(conn) -> None:
-    "Upgrade a database whose `patients` held one row per file row: provenance out, duplicates removed, summary redone."
-    q = lambda c: conn.dialect.identifier_preparer.quote(c)
-    rec, on = ', '.join(map(q, _RECORD)), ' AND '.join(f'p.{q(c)} = k.{q(c)}' for c in _RECORD)
-    conn.execute(sa.text(f'INSERT INTO patient_sources (file_sha256, row_number, patient_id) SELECT p.file_sha256, p.row_number, k.id '
-                         f'FROM patients p JOIN (SELECT MIN(id) AS id, {rec} FROM patients GROUP BY {rec}) k ON {on}'))
-    conn.execute(sa.text(f'DELETE FROM patients WHERE id NOT IN (SELECT MIN(id) FROM patients GROUP BY {rec})'))
-    conn.execute(sa.text(f'CREATE UNIQUE INDEX uq_patients_record ON patients ({rec})'))
-    if 'new_records' not in {c['name'] for c in sa.inspect(conn).get_columns('ingested_files')}:
-        conn.execute(sa.text('ALTER TABLE ingested_files ADD COLUMN new_records INTEGER'))
-    refresh_summary(conn)
 
 # %% ../nbs/02_db.ipynb #744ceee0
 def _sqlite_pragmas(dbapi_conn, _):
@@ -112,3 +102,18 @@ def get_engine(url: str | None = None) -> sa.Engine:
         except sa.exc.DBAPIError:
             if attempt == 4: raise
             time.sleep(0.2 * (attempt + 1))
+
+# %% ../nbs/02_db.ipynb #796cabc7
+_RECORD = ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug']
+
+def _migrate_to_distinct(conn) -> None:
+    "Upgrade a database whose `patients` held one row per file row: provenance out, duplicates removed, summary redone."
+    q = lambda c: conn.dialect.identifier_preparer.quote(c)
+    rec, on = ', '.join(map(q, _RECORD)), ' AND '.join(f'p.{q(c)} = k.{q(c)}' for c in _RECORD)
+    conn.execute(sa.text(f'INSERT INTO patient_sources (file_sha256, row_number, patient_id) SELECT p.file_sha256, p.row_number, k.id '
+                         f'FROM patients p JOIN (SELECT MIN(id) AS id, {rec} FROM patients GROUP BY {rec}) k ON {on}'))
+    conn.execute(sa.text(f'DELETE FROM patients WHERE id NOT IN (SELECT MIN(id) FROM patients GROUP BY {rec})'))
+    conn.execute(sa.text(f'CREATE UNIQUE INDEX uq_patients_record ON patients ({rec})'))
+    if 'new_records' not in {c['name'] for c in sa.inspect(conn).get_columns('ingested_files')}:
+        conn.execute(sa.text('ALTER TABLE ingested_files ADD COLUMN new_records INTEGER'))
+    refresh_summary(conn)

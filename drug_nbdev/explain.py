@@ -4,16 +4,15 @@
 
 # %% ../nbs/09_explain.ipynb #e7b3d00f
 from __future__ import annotations
-import json, threading, time, weakref
-from pathlib import Path
+import threading, weakref
 import numpy as np, pandas as pd
 from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, TARGET, ContractError, validate_frame
 from .testing import synthetic_patients
 
 # %% auto #0
-__all__ = ['split_pipeline', 'transform_features', 'feature_groups', 'affine_encoding', 'encode_frame', 'encode_record',
-           'TreeShap', 'tree_shap', 'permutation_contributions', 'contributions', 'top_factors', 'factors_from',
-           'class_importance', 'plot_class_importance', 'plot_beeswarm', 'permutation_table', 'held_out']
+__all__ = ['split_pipeline', 'transform_features', 'feature_groups', 'encode_frame', 'encode_record', 'affine_encoding',
+           'TreeShap', 'tree_shap', 'permutation_contributions', 'contributions', 'factors_from', 'top_factors',
+           'class_importance', 'plot_class_importance', 'plot_beeswarm', 'held_out', 'permutation_table']
 
 # %% ../nbs/09_explain.ipynb #1f9a219f
 def split_pipeline(estimator) -> tuple[list, object]:
@@ -22,11 +21,13 @@ def split_pipeline(estimator) -> tuple[list, object]:
     steps = [s for _, s in estimator.steps[:-1] if s not in (None, 'passthrough') and not hasattr(s, 'fit_resample')]
     return steps, estimator.steps[-1][1]
 
+# %% ../nbs/09_explain.ipynb #62726085
 def transform_features(steps: list, X: pd.DataFrame) -> np.ndarray:
     "`X` passed through `steps`, as a dense float matrix."
     for s in steps: X = s.transform(X)
     return np.asarray(X.toarray() if hasattr(X, 'toarray') else X, dtype=float)
 
+# %% ../nbs/09_explain.ipynb #37605c0e
 def feature_groups(names) -> np.ndarray:
     "A 0/1 matrix (transformed columns × FEATURES) saying which raw field each transformed column comes from."
     G = np.zeros((len(names), len(FEATURES)))
@@ -37,7 +38,26 @@ def feature_groups(names) -> np.ndarray:
         G[i, max(hits, key=lambda j: len(FEATURES[j]))] = 1
     return G
 
-# %% ../nbs/09_explain.ipynb #0d9a9842
+# %% ../nbs/09_explain.ipynb #6d0322e3
+def encode_frame(enc: dict, X: pd.DataFrame) -> np.ndarray:
+    "The encoded matrix of canonical patients `X` from an `affine_encoding`."
+    out = np.tile(enc['t0'], (len(X), 1))
+    for c in CATEGORICAL:
+        vals = X[c].to_numpy()
+        for v, d in enc['cat'][c].items():
+            if d.any(): out[vals == v] += d
+    for c in NUMERIC: out += np.outer(X[c].to_numpy(float) - enc['base'][c], enc['slope'][c])
+    return out
+
+# %% ../nbs/09_explain.ipynb #6c8abde4
+def encode_record(enc: dict, rec: dict) -> np.ndarray:
+    "One canonical record as a 1-row encoded matrix (no DataFrame: microseconds)."
+    x = enc['t0'].copy()
+    for c in CATEGORICAL: x += enc['cat'][c][rec[c]]
+    for c in NUMERIC: x += (rec[c] - enc['base'][c]) * enc['slope'][c]
+    return x[None, :]
+
+# %% ../nbs/09_explain.ipynb #db711951
 def affine_encoding(steps: list) -> dict | None:
     "Vectors that reproduce `steps` as base + category offsets + slope × number, or None when the steps are not separable and affine."
     base = dict(Age=40, Sex='F', BP='HIGH', Cholesterol='HIGH', Na_to_K=15.0)
@@ -54,24 +74,7 @@ def affine_encoding(steps: list) -> dict | None:
     except Exception: exact = False
     return enc if exact else None
 
-def encode_frame(enc: dict, X: pd.DataFrame) -> np.ndarray:
-    "The encoded matrix of canonical patients `X` from an `affine_encoding`."
-    out = np.tile(enc['t0'], (len(X), 1))
-    for c in CATEGORICAL:
-        vals = X[c].to_numpy()
-        for v, d in enc['cat'][c].items():
-            if d.any(): out[vals == v] += d
-    for c in NUMERIC: out += np.outer(X[c].to_numpy(float) - enc['base'][c], enc['slope'][c])
-    return out
-
-def encode_record(enc: dict, rec: dict) -> np.ndarray:
-    "One canonical record as a 1-row encoded matrix (no DataFrame: microseconds)."
-    x = enc['t0'].copy()
-    for c in CATEGORICAL: x += enc['cat'][c][rec[c]]
-    for c in NUMERIC: x += (rec[c] - enc['base'][c]) * enc['slope'][c]
-    return x[None, :]
-
-# %% ../nbs/09_explain.ipynb #124232e8
+# %% ../nbs/09_explain.ipynb #02a00bfe
 class TreeShap:
     "An exact SHAP explainer for a pipeline whose final estimator is a tree model, reporting on the five raw FEATURES."
     def __init__(self, estimator, classes):
@@ -108,6 +111,7 @@ class TreeShap:
         if contrib is None: contrib = self.contributions(Xt)
         return self.expected[None, :] + contrib.sum(axis=1)
 
+# %% ../nbs/09_explain.ipynb #b8fb0c6b
 _TREE_SHAP, _TREE_LOCK = weakref.WeakKeyDictionary(), threading.Lock()
 
 def tree_shap(model) -> TreeShap | None:
@@ -121,19 +125,25 @@ def tree_shap(model) -> TreeShap | None:
     with _TREE_LOCK: _TREE_SHAP[est] = ts
     return ts
 
-# %% ../nbs/09_explain.ipynb #02ce85da
+# %% ../nbs/09_explain.ipynb #8e45401a
 def _codes(X: pd.DataFrame) -> np.ndarray:
     "Canonical patients as numbers: categories as their index in CATEGORIES."
     return np.column_stack([X[c].to_numpy(float) if c in NUMERIC else
                             pd.Categorical(X[c], categories=CATEGORIES[c]).codes.astype(float) for c in FEATURES])
 
+# %% ../nbs/09_explain.ipynb #1c77c140
 def _decode(Z: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({c: (np.rint(Z[:, j]).astype('int64') if c == 'Age' else Z[:, j]) if c in NUMERIC
                          else np.asarray(CATEGORIES[c], dtype=object)[np.rint(Z[:, j]).astype(int)]
                          for j, c in enumerate(FEATURES)})
 
-def permutation_contributions(model, X: pd.DataFrame, background: pd.DataFrame, seed: int = 0,
-                              max_evals: int = 200) -> np.ndarray:
+# %% ../nbs/09_explain.ipynb #48d3cc7d
+def permutation_contributions(model, # a registered model (anything with `predict_proba` on the five fields)
+                              X: pd.DataFrame, # canonical patients to explain
+                              background: pd.DataFrame, # patients standing for an "absent" field (at most 50 are used)
+                              seed: int = 0, # seed of the background sample and of the permutations
+                              max_evals: int = 200 # model evaluations per patient
+                             ) -> np.ndarray:
     "Model-agnostic SHAP values of patients `X` on the five fields: shape (rows, FEATURES, classes)."
     import shap
     bg = background[FEATURES].sample(min(len(background), 50), random_state=seed) if len(background) > 50 else background[FEATURES]
@@ -141,7 +151,12 @@ def permutation_contributions(model, X: pd.DataFrame, background: pd.DataFrame, 
                                           shap.maskers.Independent(_codes(bg), max_samples=len(bg)), seed=seed)
     return np.asarray(explainer(_codes(X[FEATURES]), max_evals=max_evals, silent=True).values).reshape(len(X), len(FEATURES), -1)
 
-def contributions(model, X: pd.DataFrame, background: pd.DataFrame | None = None, seed: int = 0) -> np.ndarray:
+# %% ../nbs/09_explain.ipynb #ef338d2d
+def contributions(model, # a registered model
+                  X: pd.DataFrame, # canonical patients to explain
+                  background: pd.DataFrame | None = None, # for a model without trees: patients standing for an "absent" field (default: 50 synthetic ones)
+                  seed: int = 0 # seed of the permutation explainer
+                 ) -> np.ndarray:
     "SHAP values of patients `X` summed to the five fields, (rows, FEATURES, classes): exact for trees, permutation otherwise."
     X = X[FEATURES]
     ts = tree_shap(model)
@@ -149,8 +164,21 @@ def contributions(model, X: pd.DataFrame, background: pd.DataFrame | None = None
     if background is None: background = synthetic_patients(50, seed=seed, spread='contract')[FEATURES]
     return permutation_contributions(model, X, background, seed=seed)
 
+# %% ../nbs/09_explain.ipynb #7ff8de31
+def _plain(v):
+    return v.item() if hasattr(v, 'item') else v
+
+def factors_from(contrib: np.ndarray, record: dict, k: int = 3) -> list[dict]:
+    "The `k` largest |contributions| of one class as [{feature, value, contribution}]."
+    order = np.argsort(-np.abs(contrib), kind='stable')[:k]
+    return [dict(feature=FEATURES[j], value=_plain(record[FEATURES[j]]), contribution=round(float(contrib[j]), 4)) for j in order]
+
 # %% ../nbs/09_explain.ipynb #a9ae86c7
-def top_factors(model, record_df: pd.DataFrame, k: int = 3, background: pd.DataFrame | None = None) -> list[dict]:
+def top_factors(model, # a registered model
+                record_df: pd.DataFrame, # one patient, as a one-row table (validated here)
+                k: int = 3, # how many fields to return
+                background: pd.DataFrame | None = None # see `contributions`
+               ) -> list[dict]:
     "The `k` fields that moved one patient's predicted drug most: [{feature, value, contribution}], largest first."
     if not isinstance(record_df, pd.DataFrame) or len(record_df) != 1:
         raise ContractError('top_factors: expected a table with exactly one patient')
@@ -160,19 +188,12 @@ def top_factors(model, record_df: pd.DataFrame, k: int = 3, background: pd.DataF
     proba = ts.proba(None, c[None])[0] if ts is not None and ts.proba_exact else model.predict_proba(X)[0]
     return factors_from(c[:, int(np.argmax(proba))], X.iloc[0].to_dict(), k)
 
-def factors_from(contrib: np.ndarray, record: dict, k: int = 3) -> list[dict]:
-    "The `k` largest |contributions| of one class as [{feature, value, contribution}]."
-    order = np.argsort(-np.abs(contrib), kind='stable')[:k]
-    return [dict(feature=FEATURES[j], value=_plain(record[FEATURES[j]]), contribution=round(float(contrib[j]), 4)) for j in order]
-
-def _plain(v):
-    return v.item() if hasattr(v, 'item') else v
-
 # %% ../nbs/09_explain.ipynb #ff552594
 def class_importance(contrib: np.ndarray, classes) -> pd.DataFrame:
     "Mean |SHAP| per field (rows) and drug (columns) from `contributions` output."
     return pd.DataFrame(np.abs(contrib).mean(axis=0), index=FEATURES, columns=list(classes))
 
+# %% ../nbs/09_explain.ipynb #690dbfcb
 def plot_class_importance(imp: pd.DataFrame, title: str = 'Mean |SHAP| per drug'):
     "A stacked horizontal bar chart of `class_importance`."
     import matplotlib.pyplot as plt
@@ -182,6 +203,7 @@ def plot_class_importance(imp: pd.DataFrame, title: str = 'Mean |SHAP| per drug'
     fig.tight_layout()
     return fig
 
+# %% ../nbs/09_explain.ipynb #9c5c32ff
 def plot_beeswarm(contrib: np.ndarray, X: pd.DataFrame, classes, drug: str):
     "shap's beeswarm of one drug's contributions; categories coloured by their contract order."
     import shap, matplotlib.pyplot as plt
@@ -192,22 +214,6 @@ def plot_beeswarm(contrib: np.ndarray, X: pd.DataFrame, classes, drug: str):
     return fig
 
 # %% ../nbs/09_explain.ipynb #ee6e63be
-class _ProbaClassifier:
-    "A minimal classifier around a registered model's predict_proba, for sklearn.inspection."
-    def __init__(self, model): self.model = model
-    def fit(self, X, y=None): return self
-    def predict(self, X): return np.asarray(self.model.classes)[np.argmax(self.model.predict_proba(X[FEATURES]), axis=1)]
-
-def permutation_table(model, X: pd.DataFrame, y, seed: int = 0, n_repeats: int = 10) -> pd.DataFrame:
-    "Drop in accuracy when each field is shuffled (mean, std over `n_repeats`), largest first."
-    from sklearn.inspection import permutation_importance
-    from sklearn.metrics import accuracy_score
-    est = model.estimator if getattr(model, 'estimator', None) is not None else _ProbaClassifier(model)
-    r = permutation_importance(est, X[FEATURES], np.asarray(y), n_repeats=n_repeats, random_state=seed,
-                               scoring=lambda e, X_, y_: accuracy_score(y_, e.predict(X_)))
-    return (pd.DataFrame({'feature': FEATURES, 'importance_mean': r.importances_mean, 'importance_std': r.importances_std})
-            .sort_values('importance_mean', ascending=False, ignore_index=True))
-
 def held_out(model, patients: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     "The patients a model's training split held out (same test_size and seed, stratified by drug)."
     from sklearn.model_selection import train_test_split
@@ -216,3 +222,26 @@ def held_out(model, patients: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     rs = int(params.get('seed', params.get('random_state', seed)) or 0)
     try: return train_test_split(patients, test_size=test_size, random_state=rs, stratify=patients[TARGET])[1]
     except ValueError: return train_test_split(patients, test_size=test_size, random_state=rs)[1]
+
+# %% ../nbs/09_explain.ipynb #811d7276
+class _ProbaClassifier:
+    "A minimal classifier around a registered model's predict_proba, for sklearn.inspection."
+    def __init__(self, model): self.model = model
+    def fit(self, X, y=None): return self
+    def predict(self, X): return np.asarray(self.model.classes)[np.argmax(self.model.predict_proba(X[FEATURES]), axis=1)]
+
+# %% ../nbs/09_explain.ipynb #a8b180cf
+def permutation_table(model, # a registered model
+                      X: pd.DataFrame, # held-out patients
+                      y, # their recorded drugs
+                      seed: int = 0, # seed of the shuffles
+                      n_repeats: int = 10 # shuffles per field
+                     ) -> pd.DataFrame:
+    "Drop in accuracy when each field is shuffled (mean, std over `n_repeats`), largest first."
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import accuracy_score
+    est = model.estimator if getattr(model, 'estimator', None) is not None else _ProbaClassifier(model)
+    r = permutation_importance(est, X[FEATURES], np.asarray(y), n_repeats=n_repeats, random_state=seed,
+                               scoring=lambda e, X_, y_: accuracy_score(y_, e.predict(X_)))
+    return (pd.DataFrame({'feature': FEATURES, 'importance_mean': r.importances_mean, 'importance_std': r.importances_std})
+            .sort_values('importance_mean', ascending=False, ignore_index=True))

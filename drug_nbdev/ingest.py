@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np, pandas as pd
 import sqlalchemy as sa
 from fastcore.basics import patch_to
-from .config import (COLUMNS, DTYPES, FEATURES, TARGET, ContractError, IngestLimits, ingest_limits,
+from .config import (CATEGORIES, COLUMNS, DTYPES, FEATURES, TARGET, ContractError, IngestLimits, ingest_limits,
                                validate_frame, project_root, utcnow)
 from .store import BlobStore, LocalStore, make_store
 from .db import ingested_files, patients, patient_sources, drug_summary, get_engine
@@ -24,7 +24,7 @@ __all__ = ['SIGNATURES', 'HDF5_SIGNATURE', 'EXTENSIONS', 'show_name', 'sniff_byt
            'load_patients', 'load_summary', 'load_sources', 'ingest_paths', 'results_frame', 'format_result',
            'summarize', 'ingest_main', 'data_sha256', 'frame_sha256']
 
-# %% ../nbs/03_ingest.ipynb #4e2ddd99
+# %% ../nbs/03_ingest.ipynb #fe9831b8
 SIGNATURES = {'parquet': b'PAR1', 'feather': b'ARROW1', 'feather1': b'FEA1'}
 HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
 EXTENSIONS = {'csv': 'csv', 'parquet': 'parquet', 'feather': 'feather', 'hdf5': 'h5'}
@@ -37,6 +37,7 @@ def show_name(name, width: int = 80) -> str:
     if not (s.isascii() and s.isprintable()): s = s.encode('unicode_escape').decode('ascii')
     return s if len(s) <= width else s[:width - 1] + '…'
 
+# %% ../nbs/03_ingest.ipynb #eff8f7d9
 def sniff_bytes(data: bytes, name: str = 'input') -> str:
     "The format ('csv', 'parquet', 'feather' or 'hdf5') of `data` from its first bytes."
     if not data: raise ContractError(f'{show_name(name)}: is empty (0 bytes)')
@@ -45,13 +46,14 @@ def sniff_bytes(data: bytes, name: str = 'input') -> str:
     if any(data[o:o+8] == HDF5_SIGNATURE for o in (0, 512, 1024, 2048, 4096)): return 'hdf5'
     return 'csv'
 
+# %% ../nbs/03_ingest.ipynb #74dbd303
 def sniff_format(path) -> str:
     "The format of the file at `path` from its first bytes; the extension is only a hint."
     path = Path(path)
     with open(path, 'rb') as f: head = f.read(4096 + 8)
     return sniff_bytes(head, path.name)
 
-# %% ../nbs/03_ingest.ipynb #088e2321
+# %% ../nbs/03_ingest.ipynb #4124ebf0
 @dataclass
 class Table:
     "A file's table, read a chunk at a time: `columns`, `rows` (None when only reading tells), `chunks()`."
@@ -61,15 +63,18 @@ class Table:
     rows: int | None
     chunks: object                      # () -> iterator of DataFrames with `columns`
 
+# %% ../nbs/03_ingest.ipynb #0ff19044
 def _hint(name: str) -> str:
     "What the file's extension claims, for error messages."
     h = _HINTS.get(Path(name).suffix.lower())
     return f' (named like a {h} file; it may be truncated or not what its name says)' if h and h != 'csv' else ''
 
+# %% ../nbs/03_ingest.ipynb #ab2bc484
 def _too_many_rows(name, rows, limits):
     return ContractError(f'{show_name(name)}: has {"more than " if rows is None else ""}{limits.max_rows if rows is None else rows:,} '
                          f'rows; at most {limits.max_rows:,} are accepted (DRUG_NBDEV_INGEST_MAX_ROWS)')
 
+# %% ../nbs/03_ingest.ipynb #11343879
 def _check_expansion(name, decoded: int, size: int, limits: IngestLimits) -> None:
     "Refuse a file whose data decodes to far more bytes than it has: the mark of a decompression bomb."
     if decoded > limits.max_expansion * max(size, 1):
@@ -77,6 +82,7 @@ def _check_expansion(name, decoded: int, size: int, limits: IngestLimits) -> Non
                             f'{limits.max_expansion:g}× its size, DRUG_NBDEV_INGEST_MAX_EXPANSION); refused as a possible '
                             'decompression bomb')
 
+# %% ../nbs/03_ingest.ipynb #fbd01495
 def _size(f) -> int:
     pos = f.tell(); f.seek(0, io.SEEK_END); n = f.tell(); f.seek(pos); return n
 
@@ -129,7 +135,7 @@ def _csv_table(f, name: str, limits: IngestLimits) -> Table:
 def _parquet_table(f, name: str, limits: IngestLimits) -> Table:
     import pyarrow.parquet as pq
     try:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, pre_buffer=False)        # pre-buffering reads every row group's bytes up front: memory grew with the file
         md, schema = pf.metadata, pf.schema_arrow
     except Exception as e:
         raise ContractError(f'{show_name(name)}: unreadable Parquet file (truncated or corrupt): {str(e)[:200]}') from None
@@ -146,7 +152,7 @@ def _parquet_table(f, name: str, limits: IngestLimits) -> Table:
             raise ContractError(f'{show_name(name)}: unreadable Parquet file (truncated or corrupt): {str(e)[:200]}') from None
     return Table(name, 'parquet', cols, md.num_rows, chunks)
 
-# %% ../nbs/03_ingest.ipynb #ae4357ea
+# %% ../nbs/03_ingest.ipynb #dab01c46
 def _fb_table(buf: bytes, pos: int):
     "The field reader of the FlatBuffers table at `pos`: field index -> absolute position, or None when absent."
     vt = pos - struct.unpack_from('<i', buf, pos)[0]
@@ -157,6 +163,7 @@ def _fb_table(buf: bytes, pos: int):
         return pos + off if off else None
     return field
 
+# %% ../nbs/03_ingest.ipynb #2c973d96
 def _arrow_sizes(f, size: int) -> tuple[int, int]:
     "Rows and decoded bytes of the record and dictionary batches of the Arrow IPC file `f` (of `size` bytes), from their headers."
     f.seek(8)                                           # 'ARROW1\0\0'
@@ -196,6 +203,7 @@ def _arrow_sizes(f, size: int) -> tuple[int, int]:
             decoded += 8 * length * max(struct.unpack_from('<I', meta, nodes)[0] if nodes else 1, 1)   # 8 bytes a cell at least
         f.seek(body + body_len)
 
+# %% ../nbs/03_ingest.ipynb #dcd692b1
 def _feather_table(f, name: str, limits: IngestLimits) -> Table:
     import pyarrow as pa, pyarrow.feather as pfe, pyarrow.ipc as ipc
     shown, size = show_name(name), _size(f)
@@ -256,11 +264,12 @@ def _plain_pickle(raw: bytes):
         raise ValueError('not a list of names')
     return stack[0]
 
-# %% ../nbs/03_ingest.ipynb #f5205c13
+# %% ../nbs/03_ingest.ipynb #6618c3e6
 def _attr(node, k):
     v = node.attrs.get(k)
     return v.decode('utf-8', 'replace') if isinstance(v, (bytes, np.bytes_)) else v
 
+# %% ../nbs/03_ingest.ipynb #d4aca147
 def hdf5_keys(h) -> list[str]:
     "The pandas tables (keys) in the open h5py file `h`, both layouts, without following links or reading data."
     import h5py
@@ -270,6 +279,7 @@ def hdf5_keys(h) -> list[str]:
     h.visititems(visit)
     return sorted(keys)
 
+# %% ../nbs/03_ingest.ipynb #c9783c4a
 def _hdf5_layout(h, name: str, key: str | None):
     "The `table` dataset of the chosen pandas table in `h` and its columns as (field, position, column name, kind)."
     import h5py
@@ -317,6 +327,7 @@ def _hdf5_layout(h, name: str, key: str | None):
         cols += [(fld, i if shape else None, n, base.kind) for i, n in enumerate(names)]
     return d, cols
 
+# %% ../nbs/03_ingest.ipynb #34f2948f
 def iter_hdf5(source, name: str = 'input', key: str | None = None, limits: IngestLimits | None = None) -> Table:
     "The pandas `table`-layout table in the HDF5 file `source` (path or binary file), read in slices without unpickling."
     import h5py
@@ -348,13 +359,14 @@ def iter_hdf5(source, name: str = 'input', key: str | None = None, limits: Inges
         finally: h.close()
     return Table(name, 'hdf5', [n for _, _, n, _ in cols], rows, chunks)
 
+# %% ../nbs/03_ingest.ipynb #7ebae86a
 def read_hdf5_safely(source, name: str = 'input', key: str | None = None, limits: IngestLimits | None = None) -> pd.DataFrame:
     "The whole pandas table in the HDF5 file `source` (path or binary file), read with h5py: no byte reaches pickle."
     t = iter_hdf5(source, name, key, limits)
     parts = list(t.chunks())
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=t.columns)
 
-# %% ../nbs/03_ingest.ipynb #6aca36c9
+# %% ../nbs/03_ingest.ipynb #a1e0eb81
 def open_table(f, fmt: str | None = None, name: str = 'input', key: str | None = None,
                limits: IngestLimits | None = None) -> Table:
     "The table in the open binary file `f` (format sniffed unless `fmt` is given), its chunks not yet read."
@@ -371,21 +383,29 @@ def open_table(f, fmt: str | None = None, name: str = 'input', key: str | None =
     if fmt == 'hdf5': return iter_hdf5(f, name, key, limits)
     raise ValueError(f'unknown format {fmt!r}')
 
+# %% ../nbs/03_ingest.ipynb #44201a63
 def _whole(t: Table) -> pd.DataFrame:
     parts = list(t.chunks())
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: pd.Series(dtype=object) for c in t.columns})
 
+# %% ../nbs/03_ingest.ipynb #8f57e56f
 def read_table(data: bytes, fmt: str | None = None, name: str = 'input', key: str | None = None,
                limits: IngestLimits | None = None) -> pd.DataFrame:
     "The table in the file bytes `data`, whole, or `ContractError` naming `name`."
     return _whole(open_table(io.BytesIO(data), fmt, name, key, limits))
 
+# %% ../nbs/03_ingest.ipynb #4a017fd2
 def read_file(path, key: str | None = None, limits: IngestLimits | None = None) -> pd.DataFrame:
     "The table in the file at `path`, whatever its format, whole."
     path = Path(path)
     with open(path, 'rb') as f: return _whole(open_table(f, None, path.name, key, limits))
 
-# %% ../nbs/03_ingest.ipynb #ee4f1f4d
+# %% ../nbs/03_ingest.ipynb #ddddf47d
+def _short_col(c, width: int = 24) -> str:
+    r = repr(str(c)).encode('ascii', 'backslashreplace').decode()
+    return r if len(r) <= width else r[:width - 2] + "…'"
+
+# %% ../nbs/03_ingest.ipynb #0a373b3c
 def _check_columns(t: Table) -> None:
     "Refuse a table whose columns are not the contract's, before any row is read."
     try: validate_frame(pd.DataFrame({c: [] for c in map(str, t.columns)}), source=show_name(t.name), target=True, extra='error')
@@ -395,10 +415,7 @@ def _check_columns(t: Table) -> None:
         found = ', '.join(_short_col(c) for c in t.columns[:5]) + (', …' if len(t.columns) > 5 else '') or 'none'
         raise ContractError(f'{e}; the file has column(s): {found}', e.problems) from None
 
-def _short_col(c, width: int = 24) -> str:
-    r = repr(str(c)).encode('ascii', 'backslashreplace').decode()
-    return r if len(r) <= width else r[:width - 2] + "…'"
-
+# %% ../nbs/03_ingest.ipynb #eac8524a
 def valid_chunks(t: Table, limits: IngestLimits | None = None) -> Iterator[pd.DataFrame]:
     "The canonical records of table `t`, a checked chunk at a time, with `row_number` (1-based) as their index."
     limits = limits or ingest_limits()
@@ -412,6 +429,7 @@ def valid_chunks(t: Table, limits: IngestLimits | None = None) -> Iterator[pd.Da
         yield ok
     if n == 0: raise ContractError(f'{show_name(t.name)}: has no rows')
 
+# %% ../nbs/03_ingest.ipynb #1d113ca7
 def check_file(path, key: str | None = None, limits: IngestLimits | None = None) -> tuple[pd.DataFrame, str]:
     "The canonical, validated records of the (small) file at `path`, whole, and its format; or `ContractError`."
     path = Path(path)
@@ -419,80 +437,88 @@ def check_file(path, key: str | None = None, limits: IngestLimits | None = None)
         t = open_table(f, None, path.name, key, limits)
         return pd.concat(list(valid_chunks(t, limits))).reset_index(drop=True), t.format
 
-# %% ../nbs/03_ingest.ipynb #0dbb3787
-_KEYS = ['Drug', 'Sex', 'BP', 'Cholesterol']
+# %% ../nbs/03_ingest.ipynb #5bc29da7
+_CODED = ['Sex', 'BP', 'Cholesterol', 'Drug']      # after Na_to_K and Age, in the order of the unique index uq_patients_record
 
+def _record_codes(df: pd.DataFrame) -> np.ndarray:
+    "Age and the four categories of each canonical row of `df` as one integer that sorts as those five values do."
+    code = df['Age'].to_numpy(np.int64)
+    if (code < 0).any(): raise ValueError('Age: a negative age reached staging unchecked')   # SQL's / and % would not decode it
+    for c in _CODED:
+        levels = sorted(CATEGORIES[c])                  # codepoint order: SQLite's (binary) order of the same texts
+        k = pd.Categorical(df[c], categories=levels).codes
+        if (k < 0).any(): raise ValueError(f'{c}: a value outside {levels} reached staging unchecked')
+        code = code * len(levels) + k
+    return code
+
+# %% ../nbs/03_ingest.ipynb #01a403a6
+def _decoded_sql(code: str = 'record_code') -> dict:
+    "SQL expressions giving back Age and the four categories from the record code in the column `code`."
+    out, div = {}, 1
+    for c in reversed(_CODED):
+        levels = sorted(CATEGORIES[c])
+        out[c] = f'CASE ({code} / {div}) % {len(levels)} ' + ' '.join(f"WHEN {i} THEN '{v}'" for i, v in enumerate(levels)) + ' END'
+        div *= len(levels)
+    return {'Age': f'{code} / {div}', **out}
+
+# %% ../nbs/03_ingest.ipynb #0998e472
 class Staging:
     "A file's checked records on their way into SQL: bulk-loaded into a temporary table, merged in one transaction."
     def __init__(self, engine: sa.Engine):
         self.engine, self.conn, self.rows = engine, engine.connect(), 0
         self.dialect = engine.dialect.name
         self.name = f'stage_{uuid.uuid4().hex[:16]}'
-        self.table = sa.Table(self.name, sa.MetaData(), sa.Column('row_number', sa.Integer),
-                              *[sa.Column(c, patients.c[c].type) for c in COLUMNS], prefixes=['TEMPORARY'])
+        self.table = sa.Table(self.name, sa.MetaData(), sa.Column('row_number', sa.Integer), sa.Column('Na_to_K', sa.Float),
+                              sa.Column('record_code', sa.Integer), prefixes=['TEMPORARY'])
         if self.dialect == 'sqlite': self.conn.exec_driver_sql('PRAGMA cache_size = -65536')   # 64 MiB for the merge's lookups
         self.table.create(self.conn); self.conn.commit()
         self.q = lambda c: self.conn.dialect.identifier_preparer.quote(c)
 
-    def add(self, df: pd.DataFrame) -> None:
-        "Append the checked chunk `df` (index: the rows' numbers in the file)."
-        if self.dialect == 'postgresql':
-            buf = io.StringIO(); df[COLUMNS].to_csv(buf, header=False, index=True); buf.seek(0)
-            cols = ', '.join(map(self.q, ['row_number'] + COLUMNS))
-            sql = f'COPY {self.name} ({cols}) FROM STDIN WITH (FORMAT csv)'
-            with self.conn.connection.dbapi_connection.cursor() as cur:
-                if hasattr(cur, 'copy_expert'): cur.copy_expert(sql, buf)   # psycopg2 (postgresql+psycopg2://)
-                else:                                                      # psycopg 3 (a plain postgresql:// URL)
-                    with cur.copy(sql) as cp: cp.write(buf.getvalue())
-        elif self.dialect == 'sqlite':
-            self.conn.exec_driver_sql(f'INSERT INTO {self.name} VALUES (?, ?, ?, ?, ?, ?, ?)',
-                                      list(zip(df.index.tolist(), *[df[c].tolist() for c in COLUMNS])))
-            self.conn.commit()
-        else:
-            self.conn.execute(self.table.insert(), [dict(row_number=i, **r) for i, r in zip(df.index, df[COLUMNS].to_dict('records'))])
-            self.conn.commit()
-        self.rows += len(df)
-
-    def close(self) -> None:
-        "Drop the temporary table and give the connection back."
-        try:
-            if self.conn.in_transaction(): self.conn.rollback()
-            self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
-        except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
-        finally: self.conn.close()
-
-# %% ../nbs/03_ingest.ipynb #f15b9be3
+# %% ../nbs/03_ingest.ipynb #42d67d68
 @patch_to(Staging)
-def commit(self, sha: str, name: str, dataset: str, fmt: str, stored_path: str) -> int:
-    "Merge the staged records as the file `sha` in one transaction; the number of new records. IntegrityError: already ingested."
-    q, s, c = self.q, self.name, self.conn
-    cols = ', '.join(map(q, COLUMNS))
-    with c.begin():
-        c.execute(ingested_files.insert().values(sha256=sha, name=name[:500], dataset=dataset, format=fmt, rows=self.rows,
-                                                 stored_path=stored_path, ingested_at=utcnow()))
-        if self.dialect == 'postgresql': c.execute(sa.text('SELECT pg_advisory_xact_lock(720201)'))
-        order = ', '.join(map(q, ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug']))
-        pick = f'SELECT :sha, row_number, {cols} FROM {s} ORDER BY {order}, row_number'   # index order: no random writes
-        if self.dialect == 'sqlite': sql = f'INSERT OR IGNORE INTO patients (file_sha256, row_number, {cols}) {pick}'
-        elif self.dialect == 'postgresql': sql = f'INSERT INTO patients (file_sha256, row_number, {cols}) {pick} ON CONFLICT DO NOTHING'
-        else:
-            same = ' AND '.join(f'p.{q(k)} = t.{q(k)}' for k in COLUMNS)
-            sql = (f'INSERT INTO patients (file_sha256, row_number, {cols}) SELECT :sha, MIN(row_number), {cols} FROM {s} t '
-                   f'WHERE NOT EXISTS (SELECT 1 FROM patients p WHERE {same}) GROUP BY {cols}')
-        new = c.execute(sa.text(sql), {'sha': sha}).rowcount
-        on = ' AND '.join(f'p.{q(k)} = t.{q(k)}' for k in ['Na_to_K', 'Age', 'Sex', 'BP', 'Cholesterol', 'Drug'])
-        c.execute(sa.text(f'INSERT INTO patient_sources (file_sha256, row_number, patient_id) '
-                          f'SELECT :sha, t.row_number, p.id FROM {s} t JOIN patients p ON {on}'), {'sha': sha})
-        c.execute(ingested_files.update().where(ingested_files.c.sha256 == sha).values(new_records=new))
-        _add_to_summary(c, sha)
-    return new
+def close(self) -> None:
+    "Drop the temporary table and give the connection back."
+    try:
+        if self.conn.in_transaction(): self.conn.rollback()
+        self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
+    except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
+    finally: self.conn.close()
+
+# %% ../nbs/03_ingest.ipynb #1fcab317
+@patch_to(Staging)
+def add(self, df: pd.DataFrame) -> None:
+    "Append the checked chunk `df` (index: the rows' numbers in the file) as row number, Na_to_K and record code."
+    rows = pd.DataFrame({'row_number': df.index.to_numpy(np.int64), 'Na_to_K': df['Na_to_K'].to_numpy(np.float64),
+                         'record_code': _record_codes(df)})
+    if self.dialect == 'postgresql':
+        buf = io.StringIO(); rows.to_csv(buf, header=False, index=False); buf.seek(0)
+        sql = f'COPY {self.name} (row_number, {self.q("Na_to_K")}, record_code) FROM STDIN WITH (FORMAT csv)'
+        with self.conn.connection.dbapi_connection.cursor() as cur:
+            if hasattr(cur, 'copy_expert'): cur.copy_expert(sql, buf)   # psycopg2 (postgresql+psycopg2://)
+            else:                                                      # psycopg 3 (a plain postgresql:// URL)
+                with cur.copy(sql) as cp: cp.write(buf.getvalue())
+    elif self.dialect == 'sqlite':
+        self.conn.exec_driver_sql(f'INSERT INTO {self.name} VALUES (?, ?, ?)',
+                                  list(zip(rows.row_number.tolist(), rows.Na_to_K.tolist(), rows.record_code.tolist())))
+        self.conn.commit()
+    else:
+        self.conn.execute(self.table.insert(), rows.to_dict('records')); self.conn.commit()
+    self.rows += len(df)
+
+# %% ../nbs/03_ingest.ipynb #5fa07612
+_KEYS = ['Drug', 'Sex', 'BP', 'Cholesterol']
 
 def _add_to_summary(conn, sha: str) -> None:
     "Add the records file `sha` brought first to `drug_summary` (inside the caller's transaction and lock)."
     p, d = patients.c, drug_summary.c
+    first = conn.execute(sa.select(sa.func.min(p.id)).where(p.file_sha256 == sha)).scalar()
+    if first is None: return                            # no new record
+    # the file's new ids are one range from `first` on (SQLite's write lock is held): read as a range of the primary key,
+    # not through the file index, a lookup per row — given both conditions SQLite picks the index. Elsewhere, both.
+    mine = p.id >= first if conn.dialect.name == 'sqlite' else sa.and_(p.id >= first, p.file_sha256 == sha)
     groups = conn.execute(sa.select(*[p[k] for k in _KEYS], sa.func.count(), sa.func.sum(p.Age), sa.func.min(p.Age),
                                     sa.func.max(p.Age), sa.func.sum(p.Na_to_K), sa.func.min(p.Na_to_K), sa.func.max(p.Na_to_K))
-                          .where(p.file_sha256 == sha).group_by(*[p[k] for k in _KEYS]).order_by(*[p[k] for k in _KEYS])).all()
+                          .where(mine).group_by(*[p[k] for k in _KEYS]).order_by(*[p[k] for k in _KEYS])).all()
     for *key, n, age_sum, age_min, age_max, nk_sum, nk_min, nk_max in groups:
         where = sa.and_(*[d[k] == v for k, v in zip(_KEYS, key)])
         old = conn.execute(sa.select(drug_summary).where(where)).first()
@@ -506,7 +532,37 @@ def _add_to_summary(conn, sha: str) -> None:
                 age_max=max(old.age_max, age_max), na_to_k_mean=(old.na_to_k_mean * old.n + float(nk_sum)) / total,
                 na_to_k_min=min(old.na_to_k_min, nk_min), na_to_k_max=max(old.na_to_k_max, nk_max)))
 
-# %% ../nbs/03_ingest.ipynb #30716161
+# %% ../nbs/03_ingest.ipynb #080671bf
+@patch_to(Staging)
+def commit(self, sha: str, name: str, dataset: str, fmt: str, stored_path: str) -> int:
+    "Merge the staged records as the file `sha` in one transaction; the number of new records. IntegrityError: already ingested."
+    q, s, c = self.q, self.name, self.conn
+    nk, cols = q('Na_to_K'), ', '.join(map(q, COLUMNS))
+    record = {**_decoded_sql('t.record_code'), 'Na_to_K': f't.{nk}'}
+    values = ', '.join(record[k] for k in COLUMNS)
+    order = f't.{nk}, t.record_code, t.row_number'                       # = uq_patients_record's order, then the file's
+    if self.dialect == 'sqlite':                                           # sorted once, before the write lock is taken
+        c.exec_driver_sql(f'CREATE INDEX {s}_order ON {s} ({nk}, record_code, row_number)'); c.commit()
+    with c.begin():
+        c.execute(ingested_files.insert().values(sha256=sha, name=name[:500], dataset=dataset, format=fmt, rows=self.rows,
+                                                 stored_path=stored_path, ingested_at=utcnow()))
+        if self.dialect == 'postgresql': c.execute(sa.text('SELECT pg_advisory_xact_lock(720201)'))
+        if self.dialect in ('sqlite', 'postgresql'):
+            sql = (f'INSERT INTO patients (file_sha256, row_number, {cols}) SELECT :sha, t.row_number, {values} FROM {s} t '
+                   f'WHERE true ORDER BY {order} ON CONFLICT DO NOTHING')
+        else:
+            same = ' AND '.join(f'p.{q(k)} = {record[k]}' for k in COLUMNS)
+            sql = (f'INSERT INTO patients (file_sha256, row_number, {cols}) SELECT :sha, MIN(t.row_number), {values} FROM {s} t '
+                   f'WHERE NOT EXISTS (SELECT 1 FROM patients p WHERE {same}) GROUP BY t.{nk}, t.record_code')
+        new = c.execute(sa.text(sql), {'sha': sha}).rowcount
+        on = ' AND '.join(f'p.{q(k)} = {record[k]}' for k in COLUMNS)
+        c.execute(sa.text(f'INSERT INTO patient_sources (file_sha256, row_number, patient_id) '
+                          f'SELECT :sha, t.row_number, p.id FROM {s} t JOIN patients p ON {on} ORDER BY {order}'), {'sha': sha})
+        c.execute(ingested_files.update().where(ingested_files.c.sha256 == sha).values(new_records=new))
+        _add_to_summary(c, sha)
+    return new
+
+# %% ../nbs/03_ingest.ipynb #510838c8
 @dataclass
 class IngestResult:
     "What happened to one file."
@@ -519,6 +575,7 @@ class IngestResult:
     stored_path: str = ''
     new_records: int = 0
 
+# %% ../nbs/03_ingest.ipynb #0840f048
 def hash_file(f) -> tuple[str, str, int]:
     "SHA-256 (hex), MD5 (base64, as the stores spell it) and size of the open binary file `f`, in one streamed pass."
     import base64
@@ -528,18 +585,22 @@ def hash_file(f) -> tuple[str, str, int]:
     f.seek(0)
     return sha.hexdigest(), base64.b64encode(md5.digest()).decode(), n
 
+# %% ../nbs/03_ingest.ipynb #14beac61
 def file_sha256(path) -> str:
     "The SHA-256 (hex) of the file at `path`."
     with open(path, 'rb') as f: return hash_file(f)[0]
 
+# %% ../nbs/03_ingest.ipynb #1b4b507a
 def _check_dataset(dataset: str) -> str:
     if not isinstance(dataset, str) or not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}', dataset):
         raise ValueError(f'invalid dataset name {show_name(dataset, 40)!r}: letters, digits, _ . - (up to 100)')
     return dataset
 
+# %% ../nbs/03_ingest.ipynb #ce950e7b
 def _already_ingested(conn, sha: str) -> bool:
     return conn.execute(sa.select(ingested_files.c.sha256).where(ingested_files.c.sha256 == sha)).first() is not None
 
+# %% ../nbs/03_ingest.ipynb #693df7ec
 @contextmanager
 def open_input(path, within: Path | None = None):
     "The file at `path` open for reading: a regular file; with `within` (a folder walk) no link is followed and nothing outside it opened."
@@ -560,12 +621,13 @@ def open_input(path, within: Path | None = None):
     finally:
         if fd is not None: os.close(fd)
 
+# %% ../nbs/03_ingest.ipynb #313c4261
 def upload_raw(f, store: BlobStore, blob: str, sha: str, md5: str, meta: dict) -> None:
     "Store the open file `f` as `blob` (streamed, MD5-checked); an existing blob is accepted only when it records the same SHA-256."
     if not store.put(blob, f, {**meta, 'sha256': sha, 'content_md5': md5}) and store.metadata(blob).get('sha256') != sha:
         raise IOError(f'{blob}: a stored blob with this name holds different bytes')
 
-# %% ../nbs/03_ingest.ipynb #ae2c49f8
+# %% ../nbs/03_ingest.ipynb #fe79bbf1
 def _quarantine(res, f, name, store, dataset, reason, md5) -> IngestResult:
     "Keep a refused table of patients under quarantine/ with the reason; never under raw/."
     res.stored_path = f'quarantine/{dataset}/{res.sha256}.{EXTENSIONS[res.format]}'
@@ -575,29 +637,7 @@ def _quarantine(res, f, name, store, dataset, reason, md5) -> IngestResult:
         res.message += f' (and it could not be quarantined: {type(e).__name__}: {str(e)[:200]})'; res.stored_path = ''
     return res
 
-def ingest_file(path, store: BlobStore, engine: sa.Engine, dataset: str = 'drug200', key: str | None = None,
-                limits: IngestLimits | None = None, within: Path | None = None) -> IngestResult:
-    "Check the file at `path` a chunk at a time, keep its bytes in `store` and its records in `engine`'s database (one transaction)."
-    path, dataset, limits = Path(path), _check_dataset(dataset), limits or ingest_limits()
-    res, name = IngestResult(str(path), 'error'), path.name
-    try:
-        with open_input(path, within) as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limits.max_bytes:
-                res.status, res.message = 'rejected', (f'{show_name(name)}: is {size:,} bytes; at most {limits.max_bytes:,} '
-                                                       'are accepted (DRUG_NBDEV_INGEST_MAX_BYTES)')
-                return res
-            res.sha256, md5, _ = hash_file(f)
-            with engine.connect() as conn:
-                if _already_ingested(conn, res.sha256):
-                    res.status, res.message = 'duplicate', f'{show_name(name)}: already ingested (sha256 {res.sha256[:12]}…)'; return res
-            return _check_stage_commit(res, f, name, md5, store, engine, dataset, key, limits)
-    except ContractError as e: res.status, res.message = 'rejected', str(e)
-    except FileNotFoundError: res.message = f'{show_name(path)}: no such file or folder'
-    except OSError as e: res.message = f'{show_name(path)}: cannot read: {e.strerror or type(e).__name__}'
-    except Exception as e: res.message = f'{show_name(name)}: {type(e).__name__}: {str(e)[:300]}'
-    return res
-
+# %% ../nbs/03_ingest.ipynb #3bd60162
 def _check_stage_commit(res, f, name, md5, store, engine, dataset, key, limits) -> IngestResult:
     "Steps 4-6 for an open file that is not yet ingested."
     t = open_table(f, None, name, key, limits)          # ContractError: not a table we can read, no copy kept
@@ -624,7 +664,31 @@ def _check_stage_commit(res, f, name, md5, store, engine, dataset, key, limits) 
     res.message = f'{show_name(name)}: {res.rows} rows accepted, {res.new_records} new record(s)'
     return res
 
-# %% ../nbs/03_ingest.ipynb #747ee3f4
+# %% ../nbs/03_ingest.ipynb #9ccc4812
+def ingest_file(path, store: BlobStore, engine: sa.Engine, dataset: str = 'drug200', key: str | None = None,
+                limits: IngestLimits | None = None, within: Path | None = None) -> IngestResult:
+    "Check the file at `path` a chunk at a time, keep its bytes in `store` and its records in `engine`'s database (one transaction)."
+    path, dataset, limits = Path(path), _check_dataset(dataset), limits or ingest_limits()
+    res, name = IngestResult(str(path), 'error'), path.name
+    try:
+        with open_input(path, within) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limits.max_bytes:
+                res.status, res.message = 'rejected', (f'{show_name(name)}: is {size:,} bytes; at most {limits.max_bytes:,} '
+                                                       'are accepted (DRUG_NBDEV_INGEST_MAX_BYTES)')
+                return res
+            res.sha256, md5, _ = hash_file(f)
+            with engine.connect() as conn:
+                if _already_ingested(conn, res.sha256):
+                    res.status, res.message = 'duplicate', f'{show_name(name)}: already ingested (sha256 {res.sha256[:12]}…)'; return res
+            return _check_stage_commit(res, f, name, md5, store, engine, dataset, key, limits)
+    except ContractError as e: res.status, res.message = 'rejected', str(e)
+    except FileNotFoundError: res.message = f'{show_name(path)}: no such file or folder'
+    except OSError as e: res.message = f'{show_name(path)}: cannot read: {e.strerror or type(e).__name__}'
+    except Exception as e: res.message = f'{show_name(name)}: {type(e).__name__}: {str(e)[:300]}'
+    return res
+
+# %% ../nbs/03_ingest.ipynb #07095d52
 def load_patients(engine: sa.Engine | None = None) -> pd.DataFrame:
     "Every distinct patient record, in ingest order, as a canonical frame (`COLUMNS`, `DTYPES`)."
     engine = engine or get_engine()
@@ -634,6 +698,7 @@ def load_patients(engine: sa.Engine | None = None) -> pd.DataFrame:
     with engine.connect() as conn: rows = conn.execute(q).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=COLUMNS).astype(DTYPES)
 
+# %% ../nbs/03_ingest.ipynb #e177aa8a
 def load_summary(engine: sa.Engine | None = None) -> pd.DataFrame:
     "The `drug_summary` table as a frame."
     engine = engine or get_engine()
@@ -642,6 +707,7 @@ def load_summary(engine: sa.Engine | None = None) -> pd.DataFrame:
         df = pd.DataFrame([tuple(r) for r in res], columns=list(res.keys()))
     return df.sort_values(['Drug', 'Sex', 'BP', 'Cholesterol']).reset_index(drop=True)  # one order on every database
 
+# %% ../nbs/03_ingest.ipynb #cabdd777
 def load_sources(engine: sa.Engine | None = None) -> pd.DataFrame:
     "Per ingested file: its name, format, rows, the records it brought first, and its rows whose record was already stored."
     engine = engine or get_engine()
@@ -651,7 +717,7 @@ def load_sources(engine: sa.Engine | None = None) -> pd.DataFrame:
     df = pd.DataFrame([tuple(r) for r in rows], columns=['name', 'format', 'rows', 'new_records', 'ingested_at', 'sha256'])
     return df.assign(duplicate_rows=df.rows - df.new_records.fillna(0).astype(int))
 
-# %% ../nbs/03_ingest.ipynb #8a489fa1
+# %% ../nbs/03_ingest.ipynb #55a6df8b
 def _expand(paths) -> list[tuple[Path, Path | None, str]]:
     "(file, the folder it was found in or None, a reason not to open it or '') for every file `paths` name."
     if isinstance(paths, (str, os.PathLike)): paths = [paths]
@@ -670,6 +736,7 @@ def _expand(paths) -> list[tuple[Path, Path | None, str]]:
         out += sorted(found)
     return out
 
+# %% ../nbs/03_ingest.ipynb #4edf1b95
 def ingest_paths(paths, store: BlobStore | None = None, engine: sa.Engine | None = None, dataset: str = 'drug200',
                  key: str | None = None, progress: bool = False, report=None, limits: IngestLimits | None = None) -> list[IngestResult]:
     "Ingest every file in `paths` (files or folders); one `IngestResult` per file."
@@ -686,11 +753,12 @@ def ingest_paths(paths, store: BlobStore | None = None, engine: sa.Engine | None
         if report: report(r)
     return results
 
+# %% ../nbs/03_ingest.ipynb #96ed3f95
 def results_frame(results) -> pd.DataFrame:
     "The results as a table."
     return pd.DataFrame([asdict(r) for r in results], columns=list(IngestResult.__dataclass_fields__))
 
-# %% ../nbs/03_ingest.ipynb #b18e47d3
+# %% ../nbs/03_ingest.ipynb #c33ca007
 _VERB = {'accepted': 'accepted', 'duplicate': 'skipped (duplicate)', 'rejected': 'rejected', 'error': 'error'}
 
 def format_result(r: IngestResult) -> str:
@@ -698,6 +766,7 @@ def format_result(r: IngestResult) -> str:
     extra = {'accepted': f' -> {r.stored_path}', 'rejected': f' (quarantined as {r.stored_path})' if r.stored_path else ''}.get(r.status, '')
     return f'{_VERB[r.status]:<20} {show_name(r.path, 200)}: {r.message.split(": ", 1)[-1] if r.message else ""}{extra}'
 
+# %% ../nbs/03_ingest.ipynb #7d3c3df0
 def summarize(results) -> str:
     "The summary line: how many files went which way."
     n = {s: sum(r.status == s for r in results) for s in _VERB}
@@ -706,6 +775,7 @@ def summarize(results) -> str:
     return (f"ingest: {len(results)} file(s): {n['accepted']} accepted ({rows} rows, {new} new records), "
             f"{n['duplicate']} skipped as duplicate, {n['rejected']} rejected, {n['error']} failed")
 
+# %% ../nbs/03_ingest.ipynb #53d682ae
 def ingest_main(paths: list[str], dataset: str = 'drug200', key: str | None = None) -> int:
     "CLI: ingest `paths` into the configured store and database; 1 when any file was rejected or failed."
     from tqdm import tqdm

@@ -79,10 +79,6 @@ _VOCAB = set().union(_KEYWORDS, _APPROX, _UNITS, _TENS, _LEVELS, _FINDINGS, _SEX
                      _NOT_AGE_AFTER, _AGE_END, _KEY_SEPS, _LEVEL_SEPS, _NEGATIONS, _CLAUSE_END, _RANGE)
 
 # %% ../nbs/10_query.ipynb #406d1da8
-# a number (judged whole), a word, a run of clause marks (",, ;" is one comma), or one other mark
-_TOKEN = re.compile(r'(\d+(?:[.,_]\d+)*(?:[eE][+-]?\d+)?)|([A-Za-z]+)|([,;!?](?:\s*[,;.!?])*|\.(?:\s*[,;.!?])*)|(\S)')
-_MARKS = set(",;.!?():=/-–—_+'’°|")
-
 @dataclass(slots=True)
 class Tok:
     "One token of a query: kind 'num', 'word' or 'punct'; `low` is its lower case; `value`/`why` for numbers."
@@ -94,6 +90,11 @@ class Tok:
     value: object = None
     why: str | None = None
     spelled: bool = False        # a number written in words ("fifty-two")
+
+# %% ../nbs/10_query.ipynb #bce26a4e
+# a number (judged whole), a word, a run of clause marks (",, ;" is one comma), or one other mark
+_TOKEN = re.compile(r'(\d+(?:[.,_]\d+)*(?:[eE][+-]?\d+)?)|([A-Za-z]+)|([,;!?](?:\s*[,;.!?])*|\.(?:\s*[,;.!?])*)|(\S)')
+_MARKS = set(",;.!?():=/-–—_+'’°|")
 
 def tokenize(text: str) -> list[Tok]:
     "The tokens of `text`: numbers (judged whole), words, marks; number words become numbers; a run of words and marks the grammar never looks at becomes one 'other' token."
@@ -129,12 +130,14 @@ def tokenize(text: str) -> list[Tok]:
 # %% ../nbs/10_query.ipynb #60f9cf40
 def _low(toks, i): return toks[i].low if 0 <= i < len(toks) else ''
 
+# %% ../nbs/10_query.ipynb #8c8c3ebd
 def _skip(toks, i, seps, most=3):
     "The index after at most `most` tokens from `i` that are in `seps`."
     k = i
     while k < len(toks) and k - i < most and toks[k].low in seps: k += 1
     return k
 
+# %% ../nbs/10_query.ipynb #edcbf944
 def _nak_key(toks, i):
     "End of a Na/K key starting at `i` (Na/K, Na:K, Na-K, Na to K, Na_to_K, Na+/K+, sodium-potassium, sodium potassium…), or None."
     a = toks[i].low
@@ -154,6 +157,7 @@ def _nak_key(toks, i):
     if _low(toks, j) == 'ratio': j += 1
     return j
 
+# %% ../nbs/10_query.ipynb #b682628e
 def _bp_key(toks, i):
     "End of a blood-pressure key at `i` (BP, B.P., blood pressure, blood_pressure), or None."
     a = toks[i].low
@@ -165,8 +169,10 @@ def _bp_key(toks, i):
         return i + 3 + (_low(toks, i + 3) == '.')
     return None
 
+# %% ../nbs/10_query.ipynb #8e6dacf4
 def _chol_key(toks, i): return i + 1 if toks[i].low in ('cholesterol', 'chol') else None
 
+# %% ../nbs/10_query.ipynb #6f94a70e
 def _sex_of(toks, i, text, pronouns=True):
     "The sex token `i` states ('F'/'M') or None: a sex word, or a capital F/M standing alone or after a number (61F)."
     t = toks[i]
@@ -180,6 +186,7 @@ def _sex_of(toks, i, text, pronouns=True):
         return t.text
     return None
 
+# %% ../nbs/10_query.ipynb #8c090c11
 def _negated(toks, i) -> bool:
     "Whether a negation cue (no, not, non-, without, denies, negative for, free of…) stands within 5 tokens before `i` in its clause."
     for k in range(i - 1, max(-1, i - 6), -1):
@@ -188,6 +195,7 @@ def _negated(toks, i) -> bool:
         if lw in _NEGATIONS: return True
     return False
 
+# %% ../nbs/10_query.ipynb #33266a71
 def _age_end(toks, e, text) -> bool:
     "Whether an age read from a bare number may end at token `e`: the end, punctuation, or a word that closes it."
     if e >= len(toks): return True
@@ -196,7 +204,7 @@ def _age_end(toks, e, text) -> bool:
     return (t.low in _AGE_END or t.low in _YEARS or t.low in ('y', 'yo', 'old') or t.low in _STARTS
             or _sex_of(toks, e, text, False) is not None)
 
-# %% ../nbs/10_query.ipynb #a4b7f534
+# %% ../nbs/10_query.ipynb #25895c31
 @dataclass
 class Reading:
     "What a query states: per field the (value, words) read, unreadable numbers, negated mentions, notes."
@@ -206,6 +214,7 @@ class Reading:
     notes: dict = field(default_factory=lambda: {f: [] for f in FEATURES})     # field -> [why it is not read]
     ambiguous: dict = field(default_factory=lambda: {f: [] for f in FEATURES}) # field -> [(value, words)] it may have
 
+# %% ../nbs/10_query.ipynb #a7b1e91b
 def _chart(toks, text, r: Reading) -> bool:
     "The chart's terse order SEX AGE BP CHOLESTEROL NA_TO_K (or AGE SEX …) when the text is exactly those five tokens."
     core = [t for t in toks if not (t.kind == 'punct' and t.low in (',', ';', '/', '|'))]
@@ -220,6 +229,7 @@ def _chart(toks, text, r: Reading) -> bool:
         r.found[f].append((v, t.text))
     return True
 
+# %% ../nbs/10_query.ipynb #8cb372b2
 def _read_number(toks, k, f, r: Reading, text, words_from, spelled_ok=False):
     "Read the number at token `k` as field `f` (a range or an unreadable number is reported); the index after it."
     t = toks[k]
@@ -231,6 +241,77 @@ def _read_number(toks, k, f, r: Reading, text, words_from, spelled_ok=False):
     else: r.found[f].append((t.value, text[words_from:t.end]))
     return k + 1
 
+# %% ../nbs/10_query.ipynb #7fdfdb03
+def _age_at(toks, i, text, r: Reading, used):
+    "Read the number at `i` as an age when its neighbours say so: 52-year-old, 52 y/o, 52 years, aged, man of 74, he's 55, 52 M."
+    n, t = len(toks), toks[i]
+    if i >= 2 and toks[i - 1].low in _RANGE and toks[i - 2].kind == 'num': return      # 2nd half of a range or 140/90
+    e = i + 1
+    if _low(toks, e) == '/' and e + 1 < n and toks[e + 1].kind == 'num': return          # a fraction or a measurement
+    rng = _low(toks, e) in _RANGE and e + 1 < n and toks[e + 1].kind == 'num'
+    if rng: e += 2
+    j = e + (_low(toks, e) == '-')
+    a, end = _low(toks, j), None
+    if a in _YEARS or a == 'y':
+        k = j + 1 + (_low(toks, j + 1) == '-')
+        if _low(toks, k) == 'old': end = k + 1                                              # 52-year-old, 52 years old
+        elif a in _YEARS and _low(toks, j + 1) == 'of' and _low(toks, j + 2) == 'age': end = j + 3
+        elif a == 'y' and _low(toks, j + 1) in ('/', '.') and _low(toks, j + 2) == 'o':  # 52 y/o, 52 y.o.
+            end = j + 3 + (_low(toks, j + 1) == '.' and _low(toks, j + 3) == '.')
+        elif (a in _YEARS and _low(toks, i - 1) not in _NOT_AGE_BEFORE and _low(toks, j + 1) not in _NOT_AGE_AFTER
+              and _low(toks, j + 1) != 'of'): end = j + 1                                   # 52 years (not "for 20 years")
+    elif a == 'yo': end = j + 1
+    first = last = i
+    if end is None and not rng:
+        p1, p2, p3 = _low(toks, i - 1), _low(toks, i - 2), _low(toks, i - 3)
+        if p1 in ('is', 'of') and p2 in _SUBJECTS: first = i - 2                            # a man of 74, she is 34
+        elif p1 == 's' and p2 in ("'", '’') and p3 in _SUBJECTS: first = i - 3              # he's 55
+        elif not t.spelled and isinstance(t.value, int):                                    # 52 M, F 61, male, 52
+            b = i - 1 - (p1 == ',')
+            a2 = i + 1 + (_low(toks, i + 1) == ',')
+            if b >= 0 and _sex_of(toks, b, text, False): first = b
+            elif a2 < n and _sex_of(toks, a2, text, False): first, last = i, a2
+            else: return
+        else: return
+        if not _age_end(toks, i + 1, text): return
+        end = i + 1
+    if end is None: return
+    for x in range(i, end): used[x] = 1
+    if _low(toks, first - 1) in _APPROX or _low(toks, first - 1) == '-' and _low(toks, first - 2) in _APPROX:
+        r.notes['Age'].append(f'{text[toks[first - 1].start:toks[end - 1].end]!r} is approximate — state the age')
+        return
+    if rng: r.bad['Age'].append(f'{text[t.start:toks[i + 2].end]!r} is a range — state one value')
+    elif t.why: r.bad['Age'].append(t.why)
+    else: r.found['Age'].append((t.value, text[toks[first].start:toks[max(end - 1, last)].end]))
+
+# %% ../nbs/10_query.ipynb #4d6bf37d
+def _bind_levels(toks, text, keys, levels, r: Reading):
+    "Give each level word to the key it qualifies — after it (BP high) or before it (high BP); between two keys, to the one without a level of its own, else to neither."
+    ends = {e: s for s, (e, _) in levels.items()}
+    pre, cands = {}, {}
+    for ki, (f, i, j) in enumerate(keys):
+        k = _skip(toks, j, _LEVEL_SEPS | {'not', 'no'}, 4)
+        if k in levels: cands.setdefault(k, []).append(ki)
+        b = i - (_low(toks, i - 1) == '-')
+        if b in ends: pre[ki] = ends[b]; cands.setdefault(ends[b], []).append(ki)
+    post = {ki: s for s, ks in cands.items() for ki in ks if s > keys[ki][1]}
+    for s in sorted(cands):
+        ks, (e, v) = cands[s], levels[s]
+        if len(ks) > 1 and len({keys[ki][0] for ki in ks}) > 1:
+            k1, k2 = sorted(ks, key=lambda ki: keys[ki][1])          # the key before the level word, the key after it
+            own1, own2 = k1 in pre, post.get(k2, s) != s
+            if own2 and not own1: ks = [k1]
+            elif own1 and not own2: ks = [k2]
+            else:
+                for ki in (k1, k2): r.ambiguous[keys[ki][0]].append((v, toks[s].text))
+                continue
+        f, i, j = keys[ks[0]]
+        lo, hi = min(i, s), max(j, e)
+        words = text[toks[lo].start:toks[hi - 1].end]
+        neg = _negated(toks, min(i, s)) or any(toks[x].low in ('not', 'no') for x in range(j, s))
+        (r.negated[f].append(words) if neg else r.found[f].append((v, words)))
+
+# %% ../nbs/10_query.ipynb #cc783680
 def _scan(text: str, toks: list[Tok]) -> Reading:
     "One pass over the tokens: every mention of every field (levels are bound to their keys afterwards)."
     r, n = Reading(), len(toks)
@@ -292,79 +373,7 @@ def _scan(text: str, toks: list[Tok]) -> Reading:
     _bind_levels(toks, text, keys, levels, r)
     return r
 
-# %% ../nbs/10_query.ipynb #5f76de12
-def _age_at(toks, i, text, r: Reading, used):
-    "Read the number at `i` as an age when its neighbours say so: 52-year-old, 52 y/o, 52 years, aged, man of 74, he's 55, 52 M."
-    n, t = len(toks), toks[i]
-    if i >= 2 and toks[i - 1].low in _RANGE and toks[i - 2].kind == 'num': return      # 2nd half of a range or 140/90
-    e = i + 1
-    if _low(toks, e) == '/' and e + 1 < n and toks[e + 1].kind == 'num': return          # a fraction or a measurement
-    rng = _low(toks, e) in _RANGE and e + 1 < n and toks[e + 1].kind == 'num'
-    if rng: e += 2
-    j = e + (_low(toks, e) == '-')
-    a, end = _low(toks, j), None
-    if a in _YEARS or a == 'y':
-        k = j + 1 + (_low(toks, j + 1) == '-')
-        if _low(toks, k) == 'old': end = k + 1                                              # 52-year-old, 52 years old
-        elif a in _YEARS and _low(toks, j + 1) == 'of' and _low(toks, j + 2) == 'age': end = j + 3
-        elif a == 'y' and _low(toks, j + 1) in ('/', '.') and _low(toks, j + 2) == 'o':  # 52 y/o, 52 y.o.
-            end = j + 3 + (_low(toks, j + 1) == '.' and _low(toks, j + 3) == '.')
-        elif (a in _YEARS and _low(toks, i - 1) not in _NOT_AGE_BEFORE and _low(toks, j + 1) not in _NOT_AGE_AFTER
-              and _low(toks, j + 1) != 'of'): end = j + 1                                   # 52 years (not "for 20 years")
-    elif a == 'yo': end = j + 1
-    first = last = i
-    if end is None and not rng:
-        p1, p2, p3 = _low(toks, i - 1), _low(toks, i - 2), _low(toks, i - 3)
-        if p1 in ('is', 'of') and p2 in _SUBJECTS: first = i - 2                            # a man of 74, she is 34
-        elif p1 == 's' and p2 in ("'", '’') and p3 in _SUBJECTS: first = i - 3              # he's 55
-        elif not t.spelled and isinstance(t.value, int):                                    # 52 M, F 61, male, 52
-            b = i - 1 - (p1 == ',')
-            a2 = i + 1 + (_low(toks, i + 1) == ',')
-            if b >= 0 and _sex_of(toks, b, text, False): first = b
-            elif a2 < n and _sex_of(toks, a2, text, False): first, last = i, a2
-            else: return
-        else: return
-        if not _age_end(toks, i + 1, text): return
-        end = i + 1
-    if end is None: return
-    for x in range(i, end): used[x] = 1
-    if _low(toks, first - 1) in _APPROX or _low(toks, first - 1) == '-' and _low(toks, first - 2) in _APPROX:
-        r.notes['Age'].append(f'{text[toks[first - 1].start:toks[end - 1].end]!r} is approximate — state the age')
-        return
-    if rng: r.bad['Age'].append(f'{text[t.start:toks[i + 2].end]!r} is a range — state one value')
-    elif t.why: r.bad['Age'].append(t.why)
-    else: r.found['Age'].append((t.value, text[toks[first].start:toks[max(end - 1, last)].end]))
-
-# %% ../nbs/10_query.ipynb #8f54a72c
-def _bind_levels(toks, text, keys, levels, r: Reading):
-    "Give each level word to the key it qualifies — after it (BP high) or before it (high BP); between two keys, to the one without a level of its own, else to neither."
-    ends = {e: s for s, (e, _) in levels.items()}
-    pre, cands = {}, {}
-    for ki, (f, i, j) in enumerate(keys):
-        k = _skip(toks, j, _LEVEL_SEPS | {'not', 'no'}, 4)
-        if k in levels: cands.setdefault(k, []).append(ki)
-        b = i - (_low(toks, i - 1) == '-')
-        if b in ends: pre[ki] = ends[b]; cands.setdefault(ends[b], []).append(ki)
-    post = {ki: s for s, ks in cands.items() for ki in ks if s > keys[ki][1]}
-    for s in sorted(cands):
-        ks, (e, v) = cands[s], levels[s]
-        if len(ks) > 1 and len({keys[ki][0] for ki in ks}) > 1:
-            k1, k2 = sorted(ks, key=lambda ki: keys[ki][1])          # the key before the level word, the key after it
-            own1, own2 = k1 in pre, post.get(k2, s) != s
-            if own2 and not own1: ks = [k1]
-            elif own1 and not own2: ks = [k2]
-            else:
-                for ki in (k1, k2): r.ambiguous[keys[ki][0]].append((v, toks[s].text))
-                continue
-        f, i, j = keys[ks[0]]
-        lo, hi = min(i, s), max(j, e)
-        words = text[toks[lo].start:toks[hi - 1].end]
-        neg = _negated(toks, min(i, s)) or any(toks[x].low in ('not', 'no') for x in range(j, s))
-        (r.negated[f].append(words) if neg else r.found[f].append((v, words)))
-
 # %% ../nbs/10_query.ipynb #c5f94c31
-MAX_QUERY_CHARS = 2_000   # a patient described in words; the form (and any other door) refuses longer texts
-
 def _plain(v) -> str: return f'{v:g}' if isinstance(v, float) else str(v)
 
 def read_query(text: str) -> tuple[dict, dict]:
@@ -403,6 +412,10 @@ def read_query(text: str) -> tuple[dict, dict]:
         raise e
     return validate_record(rec), words
 
+# %% ../nbs/10_query.ipynb #367ef99e
 def parse_query(text: str) -> dict:
     "The five features stated in the free text `text`, canonical and validated; `QueryError` when some are missing, unreadable or contradict."
     return read_query(text)[0]
+
+# %% ../nbs/10_query.ipynb #e5076412
+MAX_QUERY_CHARS = 2_000   # a patient described in words; the form (and any other door) refuses longer texts

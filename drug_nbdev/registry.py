@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
+from fastcore.basics import patch
 from .config import FEATURES, DRUGS, ContractError, get_settings, utcnow
 from .network import KerasDrugClassifier, load_tensorflow, keras_inputs
 
@@ -32,10 +33,12 @@ def align_proba(proba, model_classes, classes=DRUGS) -> np.ndarray:
 TRUSTED_TYPES = ['drug_nbdev.preprocess.bin_features', 'imblearn.over_sampling._smote.base.SMOTENC',
                  'imblearn.pipeline.Pipeline', 'numpy.dtype', 'scipy.sparse._csr.csr_matrix', 'sklearn.tree._tree.Tree']
 
+# %% ../nbs/08_registry.ipynb #b51f3984
 def registry_dir(models_dir=None) -> Path:
     "The registry folder: `models_dir`, else the `DRUG_NBDEV_MODELS` setting."
     return Path(models_dir) if models_dir is not None else get_settings().models_dir
 
+# %% ../nbs/08_registry.ipynb #9e108655
 def new_version_id() -> str:
     "A sortable version id: UTC time and a random 4-hex-digit suffix."
     return f'{utcnow():%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}'
@@ -79,6 +82,7 @@ def final_estimator(est):
     "The fitted model inside `est`: the best estimator of a grid search, else `est` itself."
     return getattr(est, 'best_estimator_', est)
 
+# %% ../nbs/08_registry.ipynb #3e7f3acf
 def _network(est):
     "The KerasDrugClassifier in `est` (itself, or the last step of a pipeline), else None."
     last = est.steps[-1][1] if hasattr(est, 'steps') else est
@@ -128,6 +132,7 @@ def _fsync(path) -> None:
     try: os.fsync(fd)
     finally: os.close(fd)
 
+# %% ../nbs/08_registry.ipynb #813158cd
 def _fsync_tree(folder: Path) -> None:
     "fsync every file under `folder`, then its folders, deepest first."
     paths = sorted(Path(folder).rglob('*'), key=lambda p: len(p.parts), reverse=True)
@@ -182,7 +187,11 @@ def clean_leftovers(models_dir=None) -> list[str]:
     return removed
 
 # %% ../nbs/08_registry.ipynb #b3ce5187
-def register_model(estimator, meta: dict, models_dir=None, make_current: bool = True) -> str:
+def register_model(estimator, # a fitted pipeline or KerasDrugClassifier (or a grid search holding one)
+                   meta: dict, # metrics.json's contents: name, params, metrics, input_ranges, trained_at, data_sha256, n_train…
+                   models_dir=None, # the registry folder (default: the settings')
+                   make_current: bool = True # promote the new version at once
+                  ) -> str:
     "Write fitted `estimator` with `meta` as a new version folder (checksummed, flushed, renamed into place); its version."
     import skops.io as sio
     root = registry_dir(models_dir); root.mkdir(parents=True, exist_ok=True)
@@ -211,6 +220,12 @@ def register_model(estimator, meta: dict, models_dir=None, make_current: bool = 
     if make_current: promote(version, root)
     return version
 
+# %% ../nbs/08_registry.ipynb #673147d2
+def _versions(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith('.') and not p.is_symlink()
+                  and p.name != 'current' and (p/'metrics.json').is_file()) \
+        if root.is_dir() else []
+
 # %% ../nbs/08_registry.ipynb #9179232d
 def _check_version(version: str, root: Path) -> Path:
     if not isinstance(version, str) or not version or version.startswith('.') or '/' in version or '\\' in version:
@@ -220,15 +235,12 @@ def _check_version(version: str, root: Path) -> Path:
         raise FileNotFoundError(f'no model version {version!r} in {root}; known: {", ".join(_versions(root)) or "none"}')
     return p
 
-def _versions(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if not p.name.startswith('.') and not p.is_symlink()
-                  and p.name != 'current' and (p/'metrics.json').is_file()) \
-        if root.is_dir() else []
-
+# %% ../nbs/08_registry.ipynb #ec4939df
 def _read_meta(path: Path) -> dict:
     try: return json.loads((path/'metrics.json').read_text())
     except ValueError as e: raise IntegrityError(f'model version {path.name}: metrics.json is not valid JSON ({e})') from None
 
+# %% ../nbs/08_registry.ipynb #da2c5ace
 def current_version(models_dir=None) -> str | None:
     "The version `models/current` points to, or None when nothing is registered."
     link = registry_dir(models_dir)/'current'
@@ -307,16 +319,19 @@ class RegisteredModel:
     @property
     def kind(self) -> str: return self.meta['kind']
 
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        "Probabilities (n, len(classes)) in `classes` order for the canonical FEATURES of `df`."
-        missing = [c for c in FEATURES if c not in df.columns]
-        if missing: raise ContractError(f'missing column(s): {", ".join(missing)}')
-        X = df[FEATURES]
-        if self.kind == 'sklearn': return align_proba(self.estimator.predict_proba(X), self.estimator.classes_)
-        with self._lock:   # load the SavedModel once, on first use
-            if self._served is None: self._served = load_tensorflow().saved_model.load(str(self.path/'saved_model'))
-        return align_proba(self._served.serve(keras_inputs(X)).numpy(), self.meta['model_classes'])
+# %% ../nbs/08_registry.ipynb #7b6f8a20
+@patch
+def predict_proba(self:RegisteredModel, df: pd.DataFrame) -> np.ndarray:
+    "Probabilities (n, len(classes)) in `classes` order for the canonical FEATURES of `df`."
+    missing = [c for c in FEATURES if c not in df.columns]
+    if missing: raise ContractError(f'missing column(s): {", ".join(missing)}')
+    X = df[FEATURES]
+    if self.kind == 'sklearn': return align_proba(self.estimator.predict_proba(X), self.estimator.classes_)
+    with self._lock:   # load the SavedModel once, on first use
+        if self._served is None: self._served = load_tensorflow().saved_model.load(str(self.path/'saved_model'))
+    return align_proba(self._served.serve(keras_inputs(X)).numpy(), self.meta['model_classes'])
 
+# %% ../nbs/08_registry.ipynb #c0db1c16
 def load_model(version: str | None = None, models_dir=None) -> RegisteredModel:
     "The registered model `version` (None = current), ready to predict; a clear error when there is none."
     import skops.io as sio
@@ -348,6 +363,7 @@ def models_main(models_dir=None) -> int:
         print(f"{'*' if r.current else ' '} {r.version}  {r.name:<9} {r.kind:<7} cv_accuracy={cv} test_accuracy={te}  {r.trained_at}{gate}")
     return 0
 
+# %% ../nbs/08_registry.ipynb #ce6218cf
 def promote_main(version: str, models_dir=None) -> int:
     "Make `version` current and print it; exit code 1 with the reason when it cannot."
     try: promote(version, models_dir)

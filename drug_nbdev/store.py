@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64, contextlib, fcntl, hashlib, io, json, os, re, uuid
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
+from fastcore.basics import patch
 from .config import get_settings
 
 # %% auto #0
 __all__ = ['content_md5', 'BlobStore', 'LocalStore', 'AzureStore', 'make_store']
 
-# %% ../nbs/01_store.ipynb #d3f3eac1
+# %% ../nbs/01_store.ipynb #3e378f45
 _NAME = re.compile(r'^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$')
 
 def _check_name(name: str) -> str:
@@ -20,10 +21,12 @@ def _check_name(name: str) -> str:
         raise ValueError(f'invalid blob name {name!r}: use letters, digits, _ . = - separated by /, no hidden or .. parts')
     return name
 
+# %% ../nbs/01_store.ipynb #59548b51
 def content_md5(data: bytes) -> str:
     "The base64 MD5 of `data`, as Azure's Content-MD5 spells it."
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
+# %% ../nbs/01_store.ipynb #4488b2ad
 def _pieces(data, size: int = 1 << 20):
     "`data` (bytes or a binary file, read from its start) as a sequence of byte strings: a large file is never held whole."
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -31,22 +34,26 @@ def _pieces(data, size: int = 1 << 20):
     data.seek(0)
     yield from iter(lambda: data.read(size), b'')
 
+# %% ../nbs/01_store.ipynb #38a3fe3e
 class BlobStore:
     "Where raw files are kept: conditional, MD5-checked writes of immutable blobs."
     def put(self, name: str, data: bytes | io.BufferedIOBase, metadata: dict | None = None) -> bool:
         "Store `data` (bytes, or a binary file read from its start in chunks) as `name` unless it exists; True when this call wrote it."
         raise NotImplementedError
-    def exists(self, name: str) -> bool: raise NotImplementedError
-    def get(self, name: str) -> bytes: raise NotImplementedError
-    def metadata(self, name: str) -> dict: raise NotImplementedError
-    def list(self, prefix: str = '') -> list[str]: raise NotImplementedError
+    def exists(self, name: str) -> bool:
+        "Whether the blob `name` is stored, with its metadata."
+        raise NotImplementedError
+    def get(self, name: str) -> bytes:
+        "The bytes of `name`, checked against their MD5 (IOError when they differ)."
+        raise NotImplementedError
+    def metadata(self, name: str) -> dict:
+        "The metadata `name` was stored with, and its `content_md5`."
+        raise NotImplementedError
+    def list(self, prefix: str = '') -> list[str]:
+        "The names of the stored blobs starting with `prefix`, sorted."
+        raise NotImplementedError
 
-# %% ../nbs/01_store.ipynb #e8fed5ce
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
+# %% ../nbs/01_store.ipynb #fcc3ae59
 class LocalStore(BlobStore):
     "Blobs as files under the folder `root`; metadata in `root/.meta/<name>.json`."
     def __init__(self, root):
@@ -64,60 +71,83 @@ class LocalStore(BlobStore):
             try: yield
             finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _write_tmp(self, pieces, suffix='') -> tuple[Path, str, int]:
-        "Stream `pieces` into a fsynced temporary file; its path, base64 MD5 and size."
-        tmp, md5, size = self.root/'.tmp'/(uuid.uuid4().hex + suffix), hashlib.md5(), 0
-        with open(tmp, 'wb') as f:
-            for b in pieces: f.write(b); md5.update(b); size += len(b)
-            f.flush(); os.fsync(f.fileno())
-        return tmp, base64.b64encode(md5.digest()).decode(), size
+# %% ../nbs/01_store.ipynb #63dc40ad
+@patch
+def _write_tmp(self:LocalStore, pieces, suffix='') -> tuple[Path, str, int]:
+    "Stream `pieces` into a fsynced temporary file; its path, base64 MD5 and size."
+    tmp, md5, size = self.root/'.tmp'/(uuid.uuid4().hex + suffix), hashlib.md5(), 0
+    with open(tmp, 'wb') as f:
+        for b in pieces: f.write(b); md5.update(b); size += len(b)
+        f.flush(); os.fsync(f.fileno())
+    return tmp, base64.b64encode(md5.digest()).decode(), size
 
-    def _publish(self, tmp: Path, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest); _fsync_dir(dest.parent)
+# %% ../nbs/01_store.ipynb #8a3d8a4a
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
 
-    def put(self, name, data, metadata=None):
-        dest, mp = self._path(name), self._meta_path(name)
-        if mp.exists() and dest.exists(): return False
-        tmp, md5, size = self._write_tmp(_pieces(data))
-        mtmp = None
-        try:
-            want = (metadata or {}).get('content_md5')
-            if want and want != md5: raise IOError(f'{name}: the data does not have the MD5 it was given with (changed while read?)')
-            with open(tmp, 'rb') as f:
-                if _file_md5(f) != md5: raise IOError(f'{name}: MD5 of the written file differs from the data')
-            meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'content_md5': md5, 'size': str(size)}
-            mtmp = self._write_tmp([json.dumps(meta, indent=1).encode()], '.json')[0]
-            with self._lock(name):
-                if mp.exists() and dest.exists(): return False      # another writer completed it first
-                self._publish(tmp, dest)                               # replaces only a blob never given metadata
-                self._publish(mtmp, mp)
-            return True
-        finally:
-            for t in (tmp, mtmp):
-                if t is not None: t.unlink(missing_ok=True)
+@patch
+def _publish(self:LocalStore, tmp: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest); _fsync_dir(dest.parent)
 
-    def exists(self, name): return self._path(name).is_file() and self._meta_path(name).is_file()
-    def metadata(self, name):
-        mp = self._meta_path(name)
-        return json.loads(mp.read_text()) if mp.exists() else {}
-    def get(self, name):
-        if not self.exists(name): raise FileNotFoundError(f'{name}: no such blob')
-        data, want = self._path(name).read_bytes(), self.metadata(name).get('content_md5')
-        if want and content_md5(data) != want: raise IOError(f'{name}: stored bytes do not match their MD5 (corrupt blob)')
-        return data
-    def list(self, prefix=''):
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob('*')
-                      if p.is_file() and not p.relative_to(self.root).parts[0].startswith('.')
-                      and p.relative_to(self.root).as_posix().startswith(prefix) and self._meta_path(p.relative_to(self.root).as_posix()).is_file())
-
+# %% ../nbs/01_store.ipynb #2f0e112c
 def _file_md5(f) -> str:
     "Base64 MD5 of the open binary file `f`, read from its start."
     h = hashlib.md5()
     for b in _pieces(f): h.update(b)
     return base64.b64encode(h.digest()).decode()
 
-# %% ../nbs/01_store.ipynb #84b088d3
+# %% ../nbs/01_store.ipynb #c98474a6
+@patch
+def put(self:LocalStore, name, data, metadata=None):
+    dest, mp = self._path(name), self._meta_path(name)
+    if mp.exists() and dest.exists(): return False
+    tmp, md5, size = self._write_tmp(_pieces(data))
+    mtmp = None
+    try:
+        want = (metadata or {}).get('content_md5')
+        if want and want != md5: raise IOError(f'{name}: the data does not have the MD5 it was given with (changed while read?)')
+        with open(tmp, 'rb') as f:
+            if _file_md5(f) != md5: raise IOError(f'{name}: MD5 of the written file differs from the data')
+        meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'content_md5': md5, 'size': str(size)}
+        mtmp = self._write_tmp([json.dumps(meta, indent=1).encode()], '.json')[0]
+        with self._lock(name):
+            if mp.exists() and dest.exists(): return False      # another writer completed it first
+            self._publish(tmp, dest)                               # replaces only a blob never given metadata
+            self._publish(mtmp, mp)
+        return True
+    finally:
+        for t in (tmp, mtmp):
+            if t is not None: t.unlink(missing_ok=True)
+
+# %% ../nbs/01_store.ipynb #79f0b8f3
+@patch
+def exists(self:LocalStore, name): return self._path(name).is_file() and self._meta_path(name).is_file()
+
+# %% ../nbs/01_store.ipynb #8fa78a83
+@patch
+def metadata(self:LocalStore, name):
+    mp = self._meta_path(name)
+    return json.loads(mp.read_text()) if mp.exists() else {}
+
+# %% ../nbs/01_store.ipynb #fda30746
+@patch
+def list(self:LocalStore, prefix=''):
+    return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob('*')
+                  if p.is_file() and not p.relative_to(self.root).parts[0].startswith('.')
+                  and p.relative_to(self.root).as_posix().startswith(prefix) and self._meta_path(p.relative_to(self.root).as_posix()).is_file())
+
+# %% ../nbs/01_store.ipynb #b4331705
+@patch
+def get(self:LocalStore, name):
+    if not self.exists(name): raise FileNotFoundError(f'{name}: no such blob')
+    data, want = self._path(name).read_bytes(), self.metadata(name).get('content_md5')
+    if want and content_md5(data) != want: raise IOError(f'{name}: stored bytes do not match their MD5 (corrupt blob)')
+    return data
+
+# %% ../nbs/01_store.ipynb #36fd1db8
 class AzureStore(BlobStore):
     "Blobs in one container of Azure Blob Storage (or Azurite)."
     def __init__(self, service, container: str):
@@ -128,43 +158,57 @@ class AzureStore(BlobStore):
         except ResourceExistsError: pass
     def __repr__(self): return f'AzureStore({self.client.url!r})'
 
-    def put(self, name, data, metadata=None):
-        from azure.core.exceptions import ResourceExistsError
-        from azure.storage.blob import ContentSettings
-        h, size = hashlib.md5(), 0
-        for b in _pieces(data): h.update(b); size += len(b)      # Content-MD5 is sent before the bytes
-        md5 = h.digest()
-        want = (metadata or {}).get('content_md5')
-        if want and want != base64.b64encode(md5).decode():
-            raise IOError(f'{name}: the data does not have the MD5 it was given with (changed while read?)')
-        if not isinstance(data, (bytes, bytearray, memoryview)): data.seek(0)
-        meta = {k: quote(str(v)[:2000], safe='') for k, v in (metadata or {}).items() if k != 'content_md5'}
-        try:
-            self.client.get_blob_client(_check_name(name)).upload_blob(
-                data, length=size, overwrite=False, metadata=meta, validate_content=True,
-                content_settings=ContentSettings(content_md5=bytearray(md5)))
-        except ResourceExistsError: return False
-        return True
+# %% ../nbs/01_store.ipynb #54a08df9
+@patch
+def put(self:AzureStore, name, data, metadata=None):
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import ContentSettings
+    h, size = hashlib.md5(), 0
+    for b in _pieces(data): h.update(b); size += len(b)      # Content-MD5 is sent before the bytes
+    md5 = h.digest()
+    want = (metadata or {}).get('content_md5')
+    if want and want != base64.b64encode(md5).decode():
+        raise IOError(f'{name}: the data does not have the MD5 it was given with (changed while read?)')
+    if not isinstance(data, (bytes, bytearray, memoryview)): data.seek(0)
+    meta = {k: quote(str(v)[:2000], safe='') for k, v in (metadata or {}).items() if k != 'content_md5'}
+    try:
+        self.client.get_blob_client(_check_name(name)).upload_blob(
+            data, length=size, overwrite=False, metadata=meta, validate_content=True,
+            content_settings=ContentSettings(content_md5=bytearray(md5)))
+    except ResourceExistsError: return False
+    return True
 
-    def exists(self, name): return self.client.get_blob_client(_check_name(name)).exists()
-    def metadata(self, name):
-        props = self.client.get_blob_client(_check_name(name)).get_blob_properties()
-        md5 = props.content_settings.content_md5
-        return {**{k: unquote(v) for k, v in props.metadata.items()},
-                **({'content_md5': base64.b64encode(bytes(md5)).decode()} if md5 else {})}
-    def get(self, name):
-        bc = self.client.get_blob_client(_check_name(name))
-        dl = bc.download_blob()
-        data, md5 = dl.readall(), dl.properties.content_settings.content_md5
-        if md5 and hashlib.md5(data).digest() != bytes(md5): raise IOError(f'{name}: downloaded bytes do not match their MD5')
-        return data
-    def list(self, prefix=''):
-        return sorted(b.name for b in self.client.list_blobs(name_starts_with=prefix or None))
+# %% ../nbs/01_store.ipynb #3a980edf
+@patch
+def exists(self:AzureStore, name): return self.client.get_blob_client(_check_name(name)).exists()
 
-# %% ../nbs/01_store.ipynb #d213e7cf
+# %% ../nbs/01_store.ipynb #5f01633c
+@patch
+def metadata(self:AzureStore, name):
+    props = self.client.get_blob_client(_check_name(name)).get_blob_properties()
+    md5 = props.content_settings.content_md5
+    return {**{k: unquote(v) for k, v in props.metadata.items()},
+            **({'content_md5': base64.b64encode(bytes(md5)).decode()} if md5 else {})}
+
+# %% ../nbs/01_store.ipynb #42410b3d
+@patch
+def get(self:AzureStore, name):
+    bc = self.client.get_blob_client(_check_name(name))
+    dl = bc.download_blob()
+    data, md5 = dl.readall(), dl.properties.content_settings.content_md5
+    if md5 and hashlib.md5(data).digest() != bytes(md5): raise IOError(f'{name}: downloaded bytes do not match their MD5')
+    return data
+
+# %% ../nbs/01_store.ipynb #824a26c6
+@patch
+def list(self:AzureStore, prefix=''):
+    return sorted(b.name for b in self.client.list_blobs(name_starts_with=prefix or None))
+
+# %% ../nbs/01_store.ipynb #5e38e785
 def _is_connection_string(spec: str) -> bool:
     return any(k in spec for k in ('DefaultEndpointsProtocol=', 'BlobEndpoint=', 'AccountName=', 'UseDevelopmentStorage='))
 
+# %% ../nbs/01_store.ipynb #cfd4f883
 def _account_credential(url: str):
     "The credential for an account URL, from the environment."
     e = os.environ
@@ -179,6 +223,7 @@ def _account_credential(url: str):
     except ImportError: return None
     return DefaultAzureCredential()
 
+# %% ../nbs/01_store.ipynb #e453be30
 def make_store(spec: str | None = None, container: str | None = None) -> BlobStore:
     "The blob store `spec` names (default: the `DRUG_NBDEV_STORE` setting): Azure or a local folder."
     s = get_settings()

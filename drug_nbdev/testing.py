@@ -5,7 +5,6 @@
 # %% ../nbs/testing.ipynb #f92802b0
 from __future__ import annotations
 import os, shutil, tempfile
-from functools import cached_property
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import patch

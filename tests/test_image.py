@@ -3,18 +3,20 @@ base cached in podman's storage), podman runs them, and the API container is dri
 
 Also lints the Dockerfile with hadolint. Missing tools are an error, not a skip: `make test-deps` installs them.
 Build times are printed (`pytest -s`): the first build on a fresh machine makes the base (debootstrap) and installs
-the requirements; later builds reuse both from the layer cache.
+the requirements; later builds reuse both from the layer cache. `make test` builds the images beside nbdev_test
+(the build mostly waits on the network) and names them in DRUG_NBDEV_TEST_IMAGES; the tests then drive those.
 """
 import hashlib, json, os, secrets, shutil, subprocess, time
 from pathlib import Path
 import pytest, requests
 from conftest import ROOT, free_port
+from drug_nbdev.testing import EXAMPLE_PATIENT
 
 pytestmark = pytest.mark.slow
 CONF = ROOT/'deploy'/'containers.conf'
 # one tag per checkout: the layer cache is reused between runs, and two checkouts on one machine do not collide
 PREFIX = 'localhost/drug-nbdev-test-' + hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
-SEED = {'Age': 45, 'Sex': 'M', 'BP': 'HIGH', 'Cholesterol': 'NORMAL', 'Na_to_K': 15.5}
+SEED = EXAMPLE_PATIENT          # the architecture's patient: every sound model answers DrugY
 
 
 def _env() -> dict:
@@ -30,6 +32,11 @@ def images():
     "Build the api and form targets with deploy/image.sh; the image names by target."
     for exe in ('podman', 'buildah', 'runc', 'debootstrap'):
         if not shutil.which(exe): pytest.fail(f'{exe} is missing: apt-get install podman buildah runc debootstrap (make test-deps)')
+    prefix = os.environ.get('DRUG_NBDEV_TEST_IMAGES')
+    if prefix:     # `make test` built them with deploy/image.sh from this tree while nbdev_test ran
+        names = {t: f'{prefix}-{t}:latest' for t in ('api', 'form')}
+        for n in names.values(): podman('image', 'inspect', n)      # fails the test if one is missing
+        return names
     t0 = time.monotonic()
     r = subprocess.run([str(ROOT/'deploy'/'image.sh'), 'all'], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1800)
     took = time.monotonic() - t0

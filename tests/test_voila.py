@@ -194,8 +194,10 @@ def test_answers_are_audited_with_their_channel(page, registry):
 def _kernels(pid: int) -> int:
     "Kernel processes under the Voila process `pid`."
     import psutil
-    return sum('ipykernel' in ' '.join(c.cmdline()) for c in psutil.Process(pid).children(recursive=True)
-               if c.is_running() and c.status() != psutil.STATUS_ZOMBIE)
+    def is_kernel(c) -> bool:
+        try: return c.status() != psutil.STATUS_ZOMBIE and 'ipykernel' in ' '.join(c.cmdline())
+        except psutil.Error: return False     # it exited (or became a zombie) while we looked: not a live kernel
+    return sum(map(is_kernel, psutil.Process(pid).children(recursive=True)))
 
 
 def _get(port: int, host: str, timeout: float = 120):
