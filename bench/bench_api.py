@@ -5,7 +5,8 @@ on 300 synthetic patients in a temporary registry, and drives it with httpx clie
 connection per client thread). Every answer waits for its audit row to be committed (`--audit-sync`
 chooses SQLite's durability: `full` flushes the disk at each group commit, `normal` survives a crash of
 the process but not of the machine). The load average is printed: on a shared machine it explains
-much of the spread. Patients are drawn at random (so the answer cache rarely helps) unless
+much of the spread; so is the server's CPU time per request (from /proc), which other processes on the
+machine change much less than they change the wall-clock numbers. Patients are drawn at random (so the answer cache rarely helps) unless
 --same is given. Prints numbers; it is not a test.
 
     .venv/bin/python bench/bench_api.py [--requests 2000] [--seconds 5] [--trees 100] [--same] [--audit-sync normal]
@@ -19,6 +20,17 @@ from common import PY, scratch_home
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    "User + system CPU time the process `pid` has used so far (Linux /proc), or None elsewhere."
+    try: fields = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+    except OSError: return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def per_request_us(before: float | None, after: float | None, n: int) -> str:
+    return f', server CPU {1e6 * (after - before) / n:.0f} us/request' if before is not None and after is not None and n else ''
 
 
 def patients(n: int, same: bool, seed: int = 0) -> list[dict]:
@@ -68,7 +80,7 @@ def main():
     ap.add_argument('--trees', type=int, default=100, help='trees in the served forest')
     ap.add_argument('--same', action='store_true', help='always send the same patient (answer cache hits)')
     ap.add_argument('--audit-sync', choices=['full', 'normal'], default=None,
-                    help='SQLite audit durability (DRUG_NBDEV_AUDIT_SYNC; default full)')
+                    help='SQLite audit durability (DRUG_NBDEV_AUDIT_SYNC; default normal)')
     a = ap.parse_args()
     proc = None
     home, env = scratch_home('drug_bench_api_', a.trees)
@@ -85,16 +97,21 @@ def main():
             if proc.poll() is not None or time.monotonic() > end: sys.exit('the server did not start')
             time.sleep(0.2)
         bodies = patients(max(a.requests, 5000), a.same)
+        cpu0 = cpu_seconds(proc.pid)
         lat = latency(url, bodies[:a.requests])
+        cpu1 = cpu_seconds(proc.pid)
         kind = 'the same patient' if a.same else 'random patients'
         print(f'/predict, {a.trees}-tree forest, {kind}, one uvicorn worker, {os.cpu_count()} cores (clients share them), '
-              f'audit committed before each answer (SQLite synchronous={(a.audit_sync or "full").upper()}), '
+              f'audit committed before each answer (SQLite synchronous={(a.audit_sync or "normal").upper()}), '
               f'load average {os.getloadavg()[0]:.2f} at start')
         print(f'  1 client, {len(lat)} sequential requests: p50 {np.percentile(lat, 50):.2f} ms, '
-              f'p99 {np.percentile(lat, 99):.2f} ms, mean {lat.mean():.2f} ms')
+              f'p99 {np.percentile(lat, 99):.2f} ms, mean {lat.mean():.2f} ms{per_request_us(cpu0, cpu1, len(lat) + 50)}')
         for n in (8, 32):
+            cpu0 = cpu_seconds(proc.pid)
             rps, ok, bad = throughput(url, n, a.seconds, bodies)
-            print(f'  {n:2d} clients for {a.seconds:g} s: {rps:,.0f} requests/s ({ok} answered 200, {bad} other)')
+            cpu1 = cpu_seconds(proc.pid)
+            print(f'  {n:2d} clients for {a.seconds:g} s: {rps:,.0f} requests/s ({ok} answered 200, {bad} other'
+                  f'{per_request_us(cpu0, cpu1, ok + bad + n)})')
     finally:
         if proc is not None:
             proc.terminate()

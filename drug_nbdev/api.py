@@ -4,13 +4,13 @@
 
 # %% ../nbs/13_api.ipynb #2a9caac3
 from __future__ import annotations
-import hashlib, ipaddress, json, math, os, secrets, sys, threading, uuid
+import gc, hashlib, ipaddress, json, math, os, secrets, signal, sys, threading, uuid
 from pathlib import Path
 from typing import Annotated, Literal
 import numpy as np, pandas as pd
 from .config import (FEATURES, DRUGS, CATEGORIES, AGE_MIN, AGE_MAX, NA_TO_K_MAX, EXAMPLE_PATIENT, ContractError,
                                get_settings, utcnow, read_api_tokens, default_allowed_hosts, host_allowed,
-                               make_token_file)
+                               make_token_file, read_token_file)
 from .predictor import Predictor
 from .audit import AuditError
 from .query import parse_query, QueryError
@@ -18,7 +18,7 @@ from .query import parse_query, QueryError
 # %% auto #0
 __all__ = ['MAX_BATCH', 'MAX_BODY', 'MAX_BATCH_BODY', 'WholeNumber', 'MAX_ERRORS', 'API_ROUTES', 'Patient', 'QueryIn', 'ErrorOut',
            'RetrainIn', 'token_name', 'bearer_secret', 'Guard', 'RetrainJobs', 'api_route', 'require_token',
-           'caller_of', 'responses', 'create_app', 'is_loopback', 'instrument', 'serve_main']
+           'caller_of', 'responses', 'add_error_handlers', 'create_app', 'is_loopback', 'instrument', 'serve_main']
 
 # %% ../nbs/13_api.ipynb #3f5f30c7
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request, status
@@ -39,6 +39,7 @@ def _integral(v):
 WholeNumber = Annotated[int, BeforeValidator(_integral)]
 _spellings = lambda col: Literal[tuple(v for c in CATEGORIES[col] for v in (c, c.lower()))]
 
+# %% ../nbs/13_api.ipynb #153fdf7a
 class Patient(BaseModel):
     "One patient: categories in their canonical spelling or all lower case."
     model_config = ConfigDict(strict=True, extra='forbid', json_schema_extra={'examples': [EXAMPLE_PATIENT]})
@@ -48,11 +49,14 @@ class Patient(BaseModel):
     Cholesterol: _spellings('Cholesterol') = Field(description='HIGH or NORMAL')
     Na_to_K: float = Field(gt=0, le=NA_TO_K_MAX, description='sodium to potassium ratio in blood')
 
+# %% ../nbs/13_api.ipynb #e5313e88
 class QueryIn(BaseModel):
+    "The body of /query: one sentence that states a patient."
     model_config = ConfigDict(strict=True, extra='forbid',
                               json_schema_extra={'examples': [{'text': '45 year old man, high BP, normal cholesterol, Na/K 15.5'}]})
     text: str = Field(min_length=1, max_length=2000, description="a clinician's sentence stating the five fields")
 
+# %% ../nbs/13_api.ipynb #852ed51f
 class ErrorOut(BaseModel):
     "The body of every error answer."
     status: str = Field(examples=['error'])
@@ -60,8 +64,9 @@ class ErrorOut(BaseModel):
     errors: list[dict] = Field(default_factory=list, description='one entry per problem (field, problem, value…), at most 50')
     missing: list[str] | None = Field(None, description='/query only: the fields the text did not state')
 
+# %% ../nbs/13_api.ipynb #81e12788
 class RetrainIn(BaseModel):
-    "Seed 003's retraining parameters, with ranges."
+    "The architecture's retraining parameters, with ranges."
     model_config = ConfigDict(strict=True, extra='forbid')
     n_estimators: WholeNumber = Field(100, ge=1, le=1000, description='trees in the forest')
     max_leaf_nodes: Annotated[int, Field(ge=2, le=10_000), BeforeValidator(_integral)] | None = Field(None, description='leaves per tree (none: unlimited)')
@@ -75,6 +80,7 @@ def _snippet(v, width: int = 40) -> str:
     except ValueError: return f'a number of more than {width} digits'
     return r if len(r) <= width else f'{r[:width - 1]}…'
 
+# %% ../nbs/13_api.ipynb #77cbc617
 def _where(e: dict) -> str:
     "Where the problem is: a field, or `row N, field` in a list of patients (rows counted from 1)."
     loc = [x for x in e.get('loc', ()) if x != 'body']
@@ -82,6 +88,7 @@ def _where(e: dict) -> str:
     field = '.'.join(str(x) if isinstance(x, int) else _snippet(str(x), 40).strip("'") for x in loc)
     return ', '.join(x for x in (row, field) if x) or 'body'
 
+# %% ../nbs/13_api.ipynb #88aff985
 def _problem_text(e: dict) -> str:
     "One sentence for one pydantic error `e`, quoting the value briefly."
     where, msg, typ, got = _where(e), e.get('msg', 'is invalid'), e.get('type'), e.get('input')
@@ -92,6 +99,7 @@ def _problem_text(e: dict) -> str:
     shown = f' (got {_snippet(got)})' if got is not None and not isinstance(got, (dict, list)) else ''
     return f'{where}: {msg[0].lower() + msg[1:]}{shown}'
 
+# %% ../nbs/13_api.ipynb #2ef83995
 def _json_safe(v):
     "`v` when JSON can carry it briefly (finite numbers, short text, booleans), else a short escaped quote."
     if isinstance(v, np.generic): v = v.item()
@@ -100,7 +108,8 @@ def _json_safe(v):
     if isinstance(v, float) and math.isfinite(v): return v
     return _snippet(v)
 
-MAX_ERRORS = 50
+# %% ../nbs/13_api.ipynb #7aa9d78a
+MAX_ERRORS = 50   # problems listed in one answer
 
 def _error(detail: str, errors: list, code: int = 422, headers: dict | None = None, **extra) -> JSONResponse:
     return JSONResponse({'status': 'error', 'detail': detail, 'errors': errors[:MAX_ERRORS], **extra}, status_code=code, headers=headers)
@@ -108,6 +117,7 @@ def _error(detail: str, errors: list, code: int = 422, headers: dict | None = No
 # %% ../nbs/13_api.ipynb #e91bc8c9
 def _digest(s: str) -> bytes: return hashlib.sha256(s.encode('utf-8', 'surrogateescape')).digest()
 
+# %% ../nbs/13_api.ipynb #7eaab1de
 def token_name(secret: str | None, tokens: dict[str, str]) -> str | None:
     "The name of the configured token equal to `secret`, or None; compares with every token in constant time."
     if not secret: return None
@@ -116,6 +126,7 @@ def token_name(secret: str | None, tokens: dict[str, str]) -> str | None:
         if secrets.compare_digest(d, _digest(s)): found = name
     return found
 
+# %% ../nbs/13_api.ipynb #ccecc26f
 def bearer_secret(authorization: str | None) -> str | None:
     "The token of an `Authorization: Bearer <token>` header value, else None."
     if not authorization: return None
@@ -131,6 +142,7 @@ async def _reject(send, code: int, detail: str, headers: list | None = None) -> 
                             (b'connection', b'close'), *(headers or [])]})
     await send({'type': 'http.response.body', 'body': body})
 
+# %% ../nbs/13_api.ipynb #eaed24ba
 class Guard:
     "ASGI middleware: Host allow-list (400), token where always or publicly required (401), body size (413) — before parsing."
     def __init__(self, app, allowed_hosts, tokens: dict, public: bool = False, max_body: int = MAX_BODY,
@@ -217,10 +229,11 @@ def api_route(add):
     API_ROUTES.append(add)
     return add
 
+# %% ../nbs/13_api.ipynb #15194ff8
 _bearer = HTTPBearer(auto_error=False, scheme_name='bearer',
                      description='an API token (DRUG_NBDEV_API_TOKEN[S], or the one `drug-nbdev serve` made: `drug-nbdev token`)')
 
-def require_token(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+async def require_token(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
     "The name of the caller's token; 401 without a valid one."
     name = token_name(creds.credentials if creds else None, request.app.state.tokens)
     if name is None:
@@ -228,7 +241,8 @@ def require_token(request: Request, creds: HTTPAuthorizationCredentials | None =
                             headers={'WWW-Authenticate': 'Bearer'})
     return name
 
-def caller_of(request: Request) -> str | None:
+# %% ../nbs/13_api.ipynb #62b5a3c2
+async def caller_of(request: Request) -> str | None:
     "The name of the caller's token when it sent one (401 for a wrong one), else None (loopback only: `Guard` requires it publicly)."
     h = request.headers.get('authorization')
     if h is None: return None
@@ -237,6 +251,7 @@ def caller_of(request: Request) -> str | None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, 'the bearer token is not valid', headers={'WWW-Authenticate': 'Bearer'})
     return name
 
+# %% ../nbs/13_api.ipynb #fca54f22
 def responses(*codes: int, public: bool = False) -> dict:
     "OpenAPI `responses` for the error `codes` an operation can answer; `public` adds 401 (every endpoint but /health needs a token)."
     why = {400: 'the Host header is not one of the server\'s names, or the body could not be read',
@@ -245,30 +260,9 @@ def responses(*codes: int, public: bool = False) -> dict:
            503: 'the prediction could not be recorded in the audit trail, so it is not given'}
     return {c: {'model': ErrorOut, 'description': why[c]} for c in sorted({*codes, *([401] if public else [])})}
 
-# %% ../nbs/13_api.ipynb #a30b7a59
-def create_app(predictor: Predictor | None = None,
-               tokens: dict[str, str] | None = None,      # name -> secret (default: `read_api_tokens()`)
-               public: bool = False,                      # listening beyond loopback: every endpoint but /health needs a token
-               allowed_hosts: tuple[str, ...] | None = None   # Host names (default: settings, else loopback's)
-              ) -> FastAPI:
-    "The REST API around `predictor` (loaded from the registry at startup when None)."
-    from contextlib import asynccontextmanager
-    state = {'predictor': predictor}
-
-    @asynccontextmanager
-    async def lifespan(app):
-        if state['predictor'] is None: state['predictor'] = Predictor()
-        yield
-        state['predictor'].close()
-
-    app = FastAPI(title='drug_nbdev', version='1.0', lifespan=lifespan,
-                  description='Recommends a drug (DrugY, drugA, drugB, drugC, drugX) from Age, Sex, BP, Cholesterol and Na_to_K.')
-    app.state.get_predictor = lambda: state['predictor']
-    app.state.jobs, app.state.public = RetrainJobs(app.state.get_predictor), public
-    app.state.tokens = read_api_tokens() if tokens is None else dict(tokens)
-    hosts = allowed_hosts or get_settings().allowed_hosts or default_allowed_hosts('127.0.0.1')
-    app.add_middleware(Guard, allowed_hosts=hosts, tokens=app.state.tokens, public=public)
-
+# %% ../nbs/13_api.ipynb #ad03d07d
+def add_error_handlers(app: FastAPI) -> None:
+    "Answer invalid bodies, HTTP errors, contract errors and unrecorded predictions with an `ErrorOut` body."
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError):
         errs = exc.errors()
@@ -288,6 +282,30 @@ def create_app(predictor: Predictor | None = None,
     async def _unrecorded(request: Request, exc: AuditError):
         return _error(f'{exc}; the prediction is not given — try again shortly', [], 503, headers={'Retry-After': '5'})
 
+# %% ../nbs/13_api.ipynb #a30b7a59
+def create_app(predictor: Predictor | None = None,
+               tokens: dict[str, str] | None = None,      # name -> secret (default: `read_api_tokens()`)
+               public: bool = False,                      # listening beyond loopback: every endpoint but /health needs a token
+               allowed_hosts: tuple[str, ...] | None = None   # Host names (default: settings, else loopback's)
+              ) -> FastAPI:
+    "The REST API around `predictor` (loaded from the registry at startup when None)."
+    from contextlib import asynccontextmanager
+    state = {'predictor': predictor}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if state['predictor'] is None: state['predictor'] = Predictor()
+        yield
+        state['predictor'].close()
+
+    app = FastAPI(title='drug_nbdev', version='1.0', lifespan=lifespan,
+                  description='Recommends a drug (DrugY, drugA, drugB, drugC, drugX) from Age, Sex, BP, Cholesterol and Na_to_K.')
+    app.state.get_predictor = lambda: state['predictor']      # the predictor serving now (None before startup)
+    app.state.jobs, app.state.public = RetrainJobs(app.state.get_predictor), public
+    app.state.tokens = read_api_tokens() if tokens is None else dict(tokens)
+    hosts = allowed_hosts or get_settings().allowed_hosts or default_allowed_hosts('127.0.0.1')
+    app.add_middleware(Guard, allowed_hosts=hosts, tokens=app.state.tokens, public=public)
+    add_error_handlers(app)
     for add in API_ROUTES: add(app)
     return app
 
@@ -303,22 +321,22 @@ def _health(app):
 # %% ../nbs/13_api.ipynb #78d6bed0
 @api_route
 def _predict(app):
-    P = app.state.get_predictor
     @app.post('/predict', responses=responses(400, 413, 422, 503, public=app.state.public))
-    def predict(patient: Patient, caller: str | None = Depends(caller_of)):
+    async def predict(patient: Patient, caller: str | None = Depends(caller_of)):
         "One patient's recommended drug, its probabilities, warnings and top factors (answered once audited)."
-        # a ready JSONResponse skips FastAPI's jsonable_encoder walk: the dict already holds only JSON types
-        return JSONResponse({**P().predict(patient.model_dump(), channel='api', caller=caller), 'status': 'success'})
+        # on the event loop: the forest answers in a fraction of a millisecond and the audit commit is awaited, not
+        # waited for in a pool thread; a ready JSONResponse skips FastAPI's jsonable_encoder walk (only JSON types here)
+        out = await app.state.get_predictor().predict_async(patient.model_dump(), channel='api', caller=caller)
+        return JSONResponse({**out, 'status': 'success'})
 
 # %% ../nbs/13_api.ipynb #ff3c739c
 @api_route
 def _predict_batch(app):
-    P = app.state.get_predictor
     @app.post('/predict/batch', responses=responses(400, 413, 422, 503, public=app.state.public))
     def predict_batch(patients: Annotated[list[Patient], Field(min_length=1, max_length=MAX_BATCH)],
                       caller: str | None = Depends(caller_of)):
         "Many patients at once (at most 10 000): one prediction and its probabilities each (answered once audited)."
-        p = P()
+        p = app.state.get_predictor()
         df = pd.DataFrame([x.model_dump() for x in patients])
         out = p.predict_frame(df, channel='batch', source='request', caller=caller)
         probs = out[[f'proba_{d}' for d in p.model.classes]].to_numpy().round(6)
@@ -329,21 +347,19 @@ def _predict_batch(app):
 # %% ../nbs/13_api.ipynb #36f360eb
 @api_route
 def _query(app):
-    P = app.state.get_predictor
     @app.post('/query', responses=responses(400, 413, 422, 503, public=app.state.public))
     def query(q: QueryIn, caller: str | None = Depends(caller_of)):
         "A sentence stating the five fields, read by parse_query, then predicted (422 names the missing fields)."
         rec = parse_query(q.text)
-        return {**P().predict(rec, channel='query', caller=caller), 'query': q.text, 'status': 'success'}
+        return {**app.state.get_predictor().predict(rec, channel='query', caller=caller), 'query': q.text, 'status': 'success'}
 
 # %% ../nbs/13_api.ipynb #cb7621a4
 @api_route
 def _model_info(app):
-    P = app.state.get_predictor
     @app.get('/model/info', responses=responses(400, public=app.state.public))
     def model_info():
         "The served model: type, version, classes, features, metrics, trained_at."
-        return P().info()
+        return app.state.get_predictor().info()
 
 # %% ../nbs/13_api.ipynb #27ced728
 @api_route
@@ -441,6 +457,8 @@ def instrument(app: FastAPI) -> None:
         return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
 
 # %% ../nbs/13_api.ipynb #19bb33f9
+def _exit_cleanly(signum, frame): raise SystemExit(0)
+
 def serve_main(host: str = '127.0.0.1', port: int = 8000, allowed_hosts: tuple[str, ...] | None = None) -> int:
     "Serve the REST API with uvicorn on host:port; exit code (2 when the tokens are malformed, or missing for a public bind)."
     s = get_settings()
@@ -465,6 +483,10 @@ def serve_main(host: str = '127.0.0.1', port: int = 8000, allowed_hosts: tuple[s
               f'`drug-nbdev token` prints it).\n    POST /retrain needs it: Authorization: Bearer {made}', file=sys.stderr)
     print(f'serving model {app.state.get_predictor().version} on http://{host}:{port} (docs at /docs; '
           f'Host names: {", ".join(hosts)})', file=sys.stderr)
+    gc.freeze()   # the ~300,000 objects of the loaded libraries and model: no full collection walks them again (0.6 s under load)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn re-raises SIGTERM once it has shut down gracefully; ending through SystemExit runs the `finally` below
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     try: uvicorn.run(app, host=host, port=int(port), workers=1, log_level='warning', access_log=False)
     finally:
         try:

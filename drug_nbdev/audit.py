@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_audit.ipynb #360a6608
 from __future__ import annotations
-import json, sys, threading
+import asyncio, json, sys, threading
 import pandas as pd
 import sqlalchemy as sa
 from fastcore.basics import patch
@@ -20,11 +20,13 @@ CHANNELS = ('api', 'batch', 'query', 'form')
 class AuditError(RuntimeError):
     "The audit trail could not record a prediction, so the prediction must not be given."
 
+# %% ../nbs/11_audit.ipynb #c60a31e2
 class _Ticket:
-    "Rows waiting for the writer, and the caller waiting for them."
-    __slots__ = ('rows', 'done', 'error')
-    def __init__(self, rows): self.rows, self.done, self.error = rows, threading.Event(), None
+    "Rows waiting for a commit, and how their caller waits: a thread on `done`, a coroutine on `waiter` (its loop and future)."
+    __slots__ = ('rows', 'done', 'error', 'waiter')
+    def __init__(self, rows, waiter=None): self.rows, self.done, self.error, self.waiter = rows, threading.Event(), None, waiter
 
+# %% ../nbs/11_audit.ipynb #59d24983
 def _add_caller_column(engine: sa.Engine) -> None:
     "Databases made before `predictions.caller` existed get the column (NULL for their old rows)."
     if 'caller' in {c['name'] for c in sa.inspect(engine).get_columns('predictions')}: return
@@ -33,10 +35,11 @@ def _add_caller_column(engine: sa.Engine) -> None:
     except sa.exc.DBAPIError:   # another process added it first
         if 'caller' not in {c['name'] for c in sa.inspect(engine).get_columns('predictions')}: raise
 
+# %% ../nbs/11_audit.ipynb #0c392a30
 class AuditLog:
     "Durable record of every answered prediction: `record` returns once its row is committed (group commit)."
     def __init__(self, engine: sa.Engine,
-                 sync: str | None = None,     # SQLite only: 'full' or 'normal' (default: `settings.audit_sync`)
+                 sync: str | None = None,     # SQLite only: 'normal' or 'full' (default: `settings.audit_sync`)
                  timeout: float = 30.0):      # seconds a caller waits for the commit lock before AuditError
         self.engine, self.timeout = engine, timeout
         self.sync = (sync or get_settings().audit_sync).lower()
@@ -44,7 +47,7 @@ class AuditLog:
         metadata.create_all(engine, tables=[predictions])
         _add_caller_column(engine)
         self._pending, self._pending_lock, self._leader = [], threading.Lock(), threading.Lock()
-        self._conn, self._closed = None, False
+        self._conn, self._closed, self._writer, self._wake = None, False, None, threading.Event()
         self.written = self.errors = self.commits = 0
         self.observers = []           # callables given the rows of each commit once it is durable (e.g. the API's metrics)
 
@@ -52,25 +55,33 @@ class AuditLog:
 def _dump(o) -> str:
     return o if isinstance(o, str) else json.dumps(o, default=str, allow_nan=False)
 
+# %% ../nbs/11_audit.ipynb #09e9132d
 @patch
 def record_many(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list,
                 caller: str | None = None) -> None:
     "Record predictions (`inputs[i]` answered `outputs[i]`); returns once they are committed, else raises `AuditError`."
+    self._commit_rows(self._rows(channel, model_version, inputs, outputs, caller))
+
+# %% ../nbs/11_audit.ipynb #255c2e83
+@patch
+def _rows(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list, caller: str | None) -> list[dict]:
+    "The table rows of these predictions, encoded in the caller's thread (a value JSON cannot carry fails its own caller only)."
     if channel not in CHANNELS: raise ValueError(f'channel must be one of {", ".join(CHANNELS)}, not {channel!r}')
     if len(inputs) != len(outputs): raise ValueError(f'{len(inputs)} inputs but {len(outputs)} outputs')
     at = utcnow()
-    try: rows = [dict(created_at=at, channel=channel, model_version=model_version, input=_dump(i), output=_dump(o), caller=caller)
+    try: return [dict(created_at=at, channel=channel, model_version=model_version, input=_dump(i), output=_dump(o), caller=caller)
                  for i, o in zip(inputs, outputs)]
     except (TypeError, ValueError) as e:
         self.errors += len(inputs)
         raise AuditError(f'a prediction could not be recorded: it cannot be encoded as JSON ({type(e).__name__}: {e})') from None
-    self._commit_rows(rows)
 
+# %% ../nbs/11_audit.ipynb #fd6b6ec7
 @patch
 def record(self: AuditLog, channel: str, model_version: str, inp, out, caller: str | None = None) -> None:
     "Record one prediction; returns once it is committed, else raises `AuditError`."
     self.record_many(channel, model_version, [inp], [out], caller)
 
+# %% ../nbs/11_audit.ipynb #cfcabbfb
 @patch
 def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
     if not rows: return
@@ -85,6 +96,12 @@ def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
             self._commit(batch)
     finally: self._leader.release()
     if t.error is not None: raise AuditError(f'a prediction could not be recorded: {t.error}')
+    self._notify(rows)
+
+# %% ../nbs/11_audit.ipynb #f243d54e
+@patch
+def _notify(self: AuditLog, rows: list[dict]) -> None:
+    "Give committed rows to the observers."
     for f in self.observers:
         try: f(rows)
         except Exception: pass        # the rows are committed: an observer's failure must not turn the answer into a 503
@@ -92,7 +109,7 @@ def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
 def _connection(self: AuditLog) -> sa.Connection:
-    "The writer's own connection, opened on first use (and again after a failure)."
+    "The audit's own connection, opened on first use (and again after a failure)."
     if self._conn is None:
         conn = self.engine.connect()
         if self.engine.dialect.name == 'sqlite':
@@ -103,6 +120,7 @@ def _connection(self: AuditLog) -> sa.Connection:
         self._conn = conn
     return self._conn
 
+# %% ../nbs/11_audit.ipynb #c2c06409
 @patch
 def _insert(self: AuditLog, rows: list[dict]) -> None:
     conn = self._connection()
@@ -114,6 +132,7 @@ def _insert(self: AuditLog, rows: list[dict]) -> None:
         self._conn = None
         raise
 
+# %% ../nbs/11_audit.ipynb #1ff65eb1
 @patch
 def _commit(self: AuditLog, tickets: list[_Ticket]) -> None:
     "Insert the rows of `tickets` in one transaction; when that fails, each ticket alone; wake every caller."
@@ -129,10 +148,25 @@ def _commit(self: AuditLog, tickets: list[_Ticket]) -> None:
     except Exception as e:
         for t in tickets: t.error = f'{type(e).__name__}'
         print(f'audit log: could not write {sum(len(t.rows) for t in tickets)} prediction(s): {type(e).__name__}: {e}', file=sys.stderr)
+    _finish(self, tickets)
+
+# %% ../nbs/11_audit.ipynb #c27d70ee
+def _finish(log: AuditLog, tickets: list[_Ticket]) -> None:
+    "Count `tickets` as written or failed and wake their callers: threads at once, coroutines through their loop (one call per loop)."
+    waiting = {}
     for t in tickets:
-        if t.error is None: self.written += len(t.rows)
-        else: self.errors += len(t.rows)
+        if t.error is None: log.written += len(t.rows)
+        else: log.errors += len(t.rows)
         t.done.set()
+        if t.waiter is not None: waiting.setdefault(t.waiter[0], []).append((t.waiter[1], t.error))
+    for loop, futures in waiting.items():
+        try: loop.call_soon_threadsafe(_settle, futures)
+        except RuntimeError: pass     # that loop is closed: nobody waits there any more
+
+# %% ../nbs/11_audit.ipynb #8ef1b81f
+def _settle(futures: list) -> None:
+    for fut, error in futures:
+        if not fut.done(): fut.set_result(error)   # a future that timed out or was cancelled keeps its outcome
 
 # %% ../nbs/11_audit.ipynb #8e836f7e
 @patch
@@ -140,8 +174,49 @@ def close(self: AuditLog) -> None:
     "Close the audit's connection (after the commit under way); later calls to `record` raise `AuditError`."
     if self._closed: return
     self._closed = True
+    self._wake.set()                  # the writer thread (if any) fails what still waits, then ends
     with self._leader:
         if self._conn is not None: self._conn.close(); self._conn = None
+    if self._writer is not None: self._writer.join(self.timeout)
+
+# %% ../nbs/11_audit.ipynb #b681ff89
+@patch
+async def record_async(self: AuditLog, channel: str, model_version: str, inp, out, caller: str | None = None) -> None:
+    "Record one prediction from a coroutine: awaits its commit without blocking the event loop, else raises `AuditError`."
+    rows = self._rows(channel, model_version, [inp], [out], caller)
+    if self._closed: raise AuditError('a prediction could not be recorded: the audit log is closed')
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    with self._pending_lock: self._pending.append(_Ticket(rows, (loop, done)))
+    if self._writer is None: self._start_writer()
+    if not self._wake.is_set(): self._wake.set()   # waking the writer is a system call; once is enough until it looks
+    late = loop.call_later(self.timeout, _settle, [(done, f'the audit database did not commit within {self.timeout:g} s')])
+    try: error = await done
+    finally: late.cancel()
+    if error is not None: raise AuditError(f'a prediction could not be recorded: {error}')
+    self._notify(rows)
+
+# %% ../nbs/11_audit.ipynb #863b6562
+@patch
+def _start_writer(self: AuditLog) -> None:
+    with self._pending_lock:
+        if self._writer is not None: return
+        self._writer = threading.Thread(target=self._write_waiting, name='drug-nbdev-audit', daemon=True)
+    self._writer.start()
+
+# %% ../nbs/11_audit.ipynb #ef9a5176
+@patch
+def _write_waiting(self: AuditLog) -> None:
+    "The writer thread: whenever woken, commit every waiting ticket in one transaction; after `close`, fail them and end."
+    while True:
+        self._wake.wait(); self._wake.clear()
+        with self._leader:
+            with self._pending_lock: batch, self._pending = self._pending, []
+            if batch and self._closed:
+                for t in batch: t.error = 'the audit log is closed'
+                _finish(self, batch)
+            elif batch: self._commit(batch)
+        if self._closed: return
 
 # %% ../nbs/11_audit.ipynb #e6ebff1e
 @patch

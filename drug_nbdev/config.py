@@ -252,7 +252,7 @@ class Settings:
     api_tokens_file: Path | None = None
     api_token_file: Path | None = None
     allowed_hosts: tuple[str, ...] | None = None
-    audit_sync: str = 'full'
+    audit_sync: str = 'normal'
 
 # %% ../nbs/00_config.ipynb #9e6db0c2
 def get_settings() -> Settings:
@@ -269,7 +269,7 @@ def get_settings() -> Settings:
                     api_token_file=p('DRUG_NBDEV_API_TOKEN_FILE', 'data/.api_token'),
                     allowed_hosts=tuple(h.strip().lower() for h in e['DRUG_NBDEV_ALLOWED_HOSTS'].split(',') if h.strip())
                                   if e.get('DRUG_NBDEV_ALLOWED_HOSTS') else None,
-                    audit_sync=(e.get('DRUG_NBDEV_AUDIT_SYNC') or 'full').strip().lower())
+                    audit_sync=(e.get('DRUG_NBDEV_AUDIT_SYNC') or 'normal').strip().lower())
 
 # %% ../nbs/00_config.ipynb #28ad77fe
 _TOKEN_NAME = re.compile(r'[A-Za-z0-9_.@-]{1,64}')

@@ -97,14 +97,24 @@ class Predictor:
 
     def predict(self, record: dict, channel: str = 'api', caller: str | None = None) -> dict:
         "One patient's prediction (prediction, probabilities, model_version, warnings, explanation, patient_data), once audited."
+        out = self._unrecorded(record)
+        if self.audit is not None: self.audit.record(channel, out['model_version'], out['patient_data'], out, caller)  # committed before we answer; AuditError otherwise
+        return out
+
+    async def predict_async(self, record: dict, channel: str = 'api', caller: str | None = None) -> dict:
+        "`predict` for a coroutine (the REST API): the model runs in the caller's thread, the audit commit is awaited."
+        out = self._unrecorded(record)
+        if self.audit is not None: await self.audit.record_async(channel, out['model_version'], out['patient_data'], out, caller)
+        return out
+
+    def _unrecorded(self, record: dict) -> dict:
+        "The answer for one patient, not yet audited: only `predict` and `predict_async` call it."
         rec = validate_record(record)
         self._follow()
         s = self._served
         pred, proba, factors = s.answer(tuple(rec[c] for c in FEATURES))
-        out = dict(prediction=pred, probabilities=proba, model_version=s.version, warnings=s.warnings(rec),
-                   explanation=factors, patient_data=rec)
-        if self.audit is not None: self.audit.record(channel, s.version, rec, out, caller)  # committed before we answer; AuditError otherwise
-        return out
+        return dict(prediction=pred, probabilities=proba, model_version=s.version, warnings=s.warnings(rec),
+                    explanation=factors, patient_data=rec)
 
     def predict_frame(self, df: pd.DataFrame, channel: str = 'batch', source: str = 'input',
                       validated: bool = False, caller: str | None = None) -> pd.DataFrame:

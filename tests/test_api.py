@@ -4,7 +4,7 @@ Covers seed 003's contract, readable 422s, batch and query, token-protected back
 that predictions keep being answered (all 200) while a retrain swaps the model, and issue 8: a
 cross-site form post to /retrain refused on a server with no configured token (it makes its own),
 named tokens in the audit, foreign Host headers, a 20 MB body refused before parsing, 503 when the
-audit cannot record, and no answered prediction lost to a kill -9.
+audit cannot record, no answered prediction lost to a kill -9, and the token a server made removed when it stops.
 """
 import json, os, signal, socket, sqlite3, stat, subprocess, threading, time
 from pathlib import Path
@@ -235,6 +235,21 @@ def test_cross_site_form_post_to_retrain_is_refused(api_no_token):
         job = wait_job(c, r.json()['job_id'], api.auth())
         assert job['state'] == 'succeeded' and job['requested_by'] == 'local', job
     assert c.is_closed and before
+
+
+def test_made_token_is_removed_when_the_server_stops():
+    "The token a server made for itself lives as long as the server: a clean stop (SIGTERM) exits 0 and removes its file."
+    gen = start_api(token=None)
+    api = next(gen)
+    try:
+        f = api.home/'data'/'.api_token'
+        assert f.read_text().strip() == api.token
+        api.proc.send_signal(signal.SIGTERM)
+        out = api.proc.communicate(timeout=30)[0].decode(errors='replace')
+        assert api.proc.returncode == 0, out[-2000:]
+        assert not f.exists() and 'NameError' not in out, out[-2000:]
+    finally:
+        gen.close()
 
 
 def test_kill_9_loses_no_answered_prediction():
