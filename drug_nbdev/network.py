@@ -4,8 +4,10 @@
 
 # %% ../nbs/06_network.ipynb #e47b58a0
 from __future__ import annotations
-import os, sys
+import os, sys, threading
 from contextlib import contextmanager
+from itertools import count
+from fastcore.basics import patch
 from pathlib import Path
 import numpy as np, pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -13,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from .config import FEATURES, NUMERIC, CATEGORIES, DRUGS, ContractError
 
 # %% auto #0
-__all__ = ['load_tensorflow', 'keras_inputs', 'build_network', 'KerasDrugClassifier']
+__all__ = ['load_tensorflow', 'keras_inputs', 'standardize_layer', 'build_network', 'KerasDrugClassifier']
 
 # %% ../nbs/06_network.ipynb #0ccd2204
 @contextmanager
@@ -26,6 +28,7 @@ def _native_stderr_silenced():
     finally:
         os.dup2(saved, 2); os.close(saved); os.close(null)
 
+# %% ../nbs/06_network.ipynb #53803bc7
 def load_tensorflow():
     "TensorFlow, imported on first use only, single-threaded and with deterministic ops."
     if 'tensorflow' not in sys.modules:
@@ -48,21 +51,42 @@ def keras_inputs(X: pd.DataFrame) -> dict:
     return {c: tf.constant(X[c].to_numpy('float32').reshape(-1, 1)) if c in NUMERIC
             else tf.constant(X[c].astype(str).to_numpy(object).reshape(-1, 1).tolist(), dtype=tf.string) for c in FEATURES}
 
-def build_network(X: pd.DataFrame, n_classes: int, hidden_units: int = 32, feature_units: int = 16,
+# %% ../nbs/06_network.ipynb #94ff2ad0
+_STANDARDIZE = []   # the layer class, defined on first use: its base class needs TensorFlow
+
+def standardize_layer(name: str):
+    "A Keras layer (x - mean) / max(sqrt(variance), epsilon) whose statistics are variables, set by its `set_statistics`."
+    if not _STANDARDIZE:
+        keras = load_tensorflow().keras
+        class Standardize(keras.layers.Layer):
+            "Standardisation with mean and variance in non-trainable variables, so a traced graph survives new statistics."
+            def build(self, input_shape):
+                self.mean = self.add_weight(shape=(1,), initializer='zeros', trainable=False, name='mean')
+                self.variance = self.add_weight(shape=(1,), initializer='ones', trainable=False, name='variance')
+            def call(self, x):
+                return (x - self.mean) / keras.ops.maximum(keras.ops.sqrt(self.variance), keras.backend.epsilon())
+            def set_statistics(self, values):
+                values = np.asarray(values, 'float64').reshape(-1)
+                self.mean.assign(np.float32(values.mean()).reshape(1)); self.variance.assign(np.float32(values.var()).reshape(1))
+        _STANDARDIZE.append(Standardize)
+    return _STANDARDIZE[0](name=name)
+
+# %% ../nbs/06_network.ipynb #004726df
+def build_network(X: pd.DataFrame | None, n_classes: int, hidden_units: int = 32, feature_units: int = 16,
                   log_ratio: bool = True):
-    "A Keras functional model: 5 named raw inputs -> lookup/log/normalise (adapted on `X`) -> per-number ReLU -> Dense -> softmax."
+    "A Keras functional model: 5 named raw inputs -> lookup/log/standardise (statistics of `X`, when given) -> per-number ReLU -> Dense -> softmax."
     tf = load_tensorflow(); keras = tf.keras
     inputs = {c: keras.Input(shape=(1,), name=c, dtype='float32' if c in NUMERIC else 'string') for c in FEATURES}
     parts = []
     for c in FEATURES:
         if c in NUMERIC:
-            x, values = inputs[c], X[[c]].to_numpy('float32')
+            x, values = inputs[c], None if X is None else X[[c]].to_numpy('float64')
             if c == 'Na_to_K' and log_ratio:   # a ratio: compare it on a log scale (floored so 0 cannot give -inf)
                 x = keras.layers.Lambda(lambda t: keras.ops.log(keras.ops.maximum(t, 1e-3)), name='log_Na_to_K')(x)
-                values = np.log(np.maximum(values, 1e-3))
-            norm = keras.layers.Normalization(name=f'normalize_{c}')
-            norm.adapt(values)
+                if values is not None: values = np.log(np.maximum(values, 1e-3))
+            norm = standardize_layer(f'normalize_{c}')
             x = norm(x)
+            if values is not None: norm.set_statistics(values)
             if feature_units:   # a learned piecewise-linear function of this number alone
                 x = keras.layers.Dense(feature_units, activation='relu', name=f'features_{c}')(x)
             parts.append(x)
@@ -72,7 +96,7 @@ def build_network(X: pd.DataFrame, n_classes: int, hidden_units: int = 32, featu
     h = keras.layers.Dense(hidden_units, activation='relu', name='hidden')(keras.layers.Concatenate()(parts))
     return keras.Model(inputs, keras.layers.Dense(n_classes, activation='softmax', name='drug')(h), name='drug_network')
 
-# %% ../nbs/06_network.ipynb #5053f552
+# %% ../nbs/06_network.ipynb #6950b35b
 class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
     "A scikit-learn classifier around `build_network`; takes the five raw FEATURES."
     def __init__(self, hidden_units: int = 32, learning_rate: float = 0.03, epochs: int = 200,
@@ -82,33 +106,90 @@ class KerasDrugClassifier(ClassifierMixin, BaseEstimator):
             hidden_units, learning_rate, epochs, batch_size, seed
         self.feature_units, self.log_ratio, self.patience, self.min_delta = feature_units, log_ratio, patience, min_delta
 
-    def fit(self, X: pd.DataFrame, y):
-        tf = load_tensorflow(); keras = tf.keras
-        y = np.asarray(y).astype(str)
-        self.classes_ = np.unique(y)
-        keras.utils.set_random_seed(self.seed)
-        self.model_ = build_network(X, len(self.classes_), self.hidden_units, self.feature_units, self.log_ratio)
-        n = len(y); steps = -(-n // self.batch_size)
+# %% ../nbs/06_network.ipynb #47636c87
+_COMPILED, _COMPILED_LOCK, _FITS = {}, threading.RLock(), count()   # per process: architecture -> a built, compiled, traced model
+
+class _CompiledNetwork:
+    "One compiled model of an architecture, its seed's initial weights and optimizer state, and which classifier's weights it holds."
+    def __init__(self, X: pd.DataFrame | None, n_classes, hidden_units, feature_units, log_ratio, seed, steps):
+        keras = load_tensorflow().keras
+        keras.utils.set_random_seed(seed)
+        self.model = build_network(X, n_classes, hidden_units, feature_units, log_ratio)
+        self.optimizer = keras.optimizers.Adam(0.001)
         # one graph execution per epoch; no XLA: compiling costs more than it saves on 160 patients
-        self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss='sparse_categorical_crossentropy',
-                            steps_per_execution=steps, jit_compile=False)
+        self.model.compile(optimizer=self.optimizer, loss='sparse_categorical_crossentropy', steps_per_execution=steps,
+                           jit_compile=False)
+        self.optimizer.build(self.model.trainable_variables)
+        self.initial = self.model.get_weights()
+        self.initial_optimizer = [v.numpy() for v in self.optimizer.variables]
+        self.holder = None   # `fit_id_` of the fitted classifier whose weights the model holds
+
+    def reset(self, learning_rate: float):
+        "Back to the seed's initial weights and a fresh optimizer with `learning_rate`."
+        self.model.set_weights(self.initial)
+        for v, x in zip(self.optimizer.variables, self.initial_optimizer): v.assign(x)
+        self.optimizer.learning_rate = learning_rate
+        self.holder = None
+
+def _compiled_network(X, n_classes, hidden_units, feature_units, log_ratio, seed, steps) -> _CompiledNetwork:
+    "The process's compiled model for this architecture, built on first use (call with `_COMPILED_LOCK` held)."
+    key = (int(n_classes), int(hidden_units), int(feature_units), bool(log_ratio), int(seed), int(steps))
+    if key not in _COMPILED: _COMPILED[key] = _CompiledNetwork(X, *key)
+    return _COMPILED[key]
+
+# %% ../nbs/06_network.ipynb #ac9de3cc
+@patch
+def fit(self: KerasDrugClassifier, X: pd.DataFrame, y):
+    "Train on the five raw FEATURES of `X` and the drugs `y`, reusing this process's compiled model of the architecture."
+    tf = load_tensorflow(); keras = tf.keras
+    y = np.asarray(y).astype(str)
+    self.classes_ = np.unique(y)
+    n = len(y); steps = -(-n // self.batch_size)
+    with _COMPILED_LOCK:
+        net = _compiled_network(X, len(self.classes_), self.hidden_units, self.feature_units, self.log_ratio, self.seed, steps)
+        net.reset(self.learning_rate)
+        for c in NUMERIC:   # this training set's statistics, read by the traced graph from variables
+            values = X[c].to_numpy('float64')
+            if c == 'Na_to_K' and self.log_ratio: values = np.log(np.maximum(values, 1e-3))
+            net.model.get_layer(f'normalize_{c}').set_statistics(values)
+        keras.utils.set_random_seed(self.seed)
         codes = np.searchsorted(self.classes_, y).astype('int32')
         data = (tf.data.Dataset.from_tensor_slices((keras_inputs(X), codes))
                 .shuffle(n, seed=self.seed, reshuffle_each_iteration=True).batch(self.batch_size).repeat())
         stop = [keras.callbacks.EarlyStopping(monitor='loss', min_delta=self.min_delta, patience=self.patience)] if self.patience else []
-        hist = self.model_.fit(data, steps_per_epoch=steps, epochs=self.epochs, verbose=0, shuffle=False, callbacks=stop)
+        hist = net.model.fit(data, steps_per_epoch=steps, epochs=self.epochs, verbose=0, shuffle=False, callbacks=stop)
         self.n_epochs_ = len(hist.history['loss'])   # the dataset shuffles; `stop` may end before `epochs`
-        return self
+        # copies of a fitted classifier share its fit_id_ and its weights
+        self.weights_, self.steps_, self.fit_id_ = net.model.get_weights(), steps, next(_FITS)
+        net.holder = self.fit_id_
+    return self
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, 'model_')
-        return np.asarray(self.model_(keras_inputs(X), training=False), dtype=float)
+# %% ../nbs/06_network.ipynb #1a39e03c
+@patch(as_prop=True)
+def model_(self: KerasDrugClassifier):
+    "The fitted Keras model: the process's compiled model of the architecture, holding this classifier's weights."
+    if not hasattr(self, 'weights_'): raise AttributeError('model_')   # unfitted: check_is_fitted says so
+    with _COMPILED_LOCK:
+        net = _compiled_network(None, len(self.classes_), self.hidden_units, self.feature_units, self.log_ratio, self.seed, self.steps_)
+        if net.holder != self.fit_id_: net.model.set_weights(self.weights_); net.holder = self.fit_id_
+        return net.model
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
+# %% ../nbs/06_network.ipynb #e2bf6750
+@patch
+def predict_proba(self: KerasDrugClassifier, X: pd.DataFrame) -> np.ndarray:
+    "Probabilities of `classes_` for the patients in `X`."
+    check_is_fitted(self, 'weights_')
+    with _COMPILED_LOCK: return np.asarray(self.model_(keras_inputs(X), training=False), dtype=float)
 
-    def export(self, path) -> Path:
-        "Write the network as a SavedModel (Keras `model.export`) whose `serve` signature takes the five raw fields."
-        check_is_fitted(self, 'model_')
-        self.model_.export(str(path), verbose=False)
-        return Path(path)
+@patch
+def predict(self: KerasDrugClassifier, X: pd.DataFrame) -> np.ndarray:
+    "The most probable drug for each patient in `X`."
+    return self.classes_[self.predict_proba(X).argmax(1)]
+
+# %% ../nbs/06_network.ipynb #4d161586
+@patch
+def export(self: KerasDrugClassifier, path) -> Path:
+    "Write the network as a SavedModel (Keras `model.export`) whose `serve` signature takes the five raw fields."
+    check_is_fitted(self, 'weights_')
+    with _COMPILED_LOCK: self.model_.export(str(path), verbose=False)
+    return Path(path)

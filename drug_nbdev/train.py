@@ -44,6 +44,7 @@ def brier_score(y_true, proba, classes=DRUGS) -> float:
     onehot = (np.asarray(y_true, dtype=object)[:, None] == np.asarray(classes, dtype=object)[None, :]).astype(float)
     return float(((np.asarray(proba, float) - onehot) ** 2).sum(1).mean())
 
+# %% ../nbs/07_train.ipynb #85680460
 def score_probabilities(y_true, proba, classes=DRUGS) -> dict:
     "accuracy, f1_macro, log_loss and brier of probabilities `proba` (columns in `classes` order) against `y_true`."
     y_true = np.asarray(y_true).astype(str)
@@ -60,6 +61,7 @@ NEEDS_TENSORFLOW = {'network'}                                      # candidates
 
 def _inner_cv(seed): return StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
 
+# %% ../nbs/07_train.ipynb #1b6d9b8a
 def make_candidate(name: str, binning: bool = False, smote: bool = False, seed: int = 0, tune: bool = True,
                    quick: bool = False):
     "The estimator of candidate `name` (one of CANDIDATES); a GridSearchCV around it when it is tuned."
@@ -88,6 +90,7 @@ def _fold_proba(estimator, X: pd.DataFrame, y: pd.Series, train, valid) -> np.nd
     est = clone(estimator).fit(X.iloc[train], y.iloc[train])
     return align_proba(est.predict_proba(X.iloc[valid]), est.classes_)
 
+# %% ../nbs/07_train.ipynb #5cedb869
 def cross_validate_model(estimator, X: pd.DataFrame, y: pd.Series, folds: int = 5, repeats: int = 5,
                          seed: int = 0, n_jobs: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Per-fold metrics and out-of-fold probabilities (columns DRUGS, plus repeat and y) under repeated stratified k-fold."
@@ -103,6 +106,7 @@ def cross_validate_model(estimator, X: pd.DataFrame, y: pd.Series, folds: int = 
         oof.append(pd.DataFrame(P, columns=list(DRUGS), index=X.index[va]).assign(repeat=i // folds, y=y.iloc[va].values))
     return pd.DataFrame(rows), pd.concat(oof)
 
+# %% ../nbs/07_train.ipynb #66d6b054
 def summarise_folds(folds: pd.DataFrame) -> dict:
     "{metric: {mean, std}} over the rows of a per-fold metrics table."
     return {m: dict(mean=float(folds[m].mean()), std=float(folds[m].std(ddof=0)))
@@ -129,9 +133,9 @@ def choose_champion(table: pd.DataFrame, tol: float = 0.005) -> str:
     "The name in `table` (columns name, f1_macro_mean, log_loss_mean) chosen by the champion rule above."
     if table.empty: raise ValueError('no candidates to choose from')
     near = table[table.f1_macro_mean >= table.f1_macro_mean.max() - tol]
-    rank = near.assign(_tf=[n in NEEDS_TENSORFLOW for n in near.name],
+    rank = near.assign(_needs_tensorflow=[n in NEEDS_TENSORFLOW for n in near.name],
                        _simple=[SIMPLICITY.index(n) if n in SIMPLICITY else len(SIMPLICITY) for n in near.name])
-    return str(rank.sort_values(['_tf', 'log_loss_mean', '_simple']).name.iloc[0])
+    return str(rank.sort_values(['_needs_tensorflow', 'log_loss_mean', '_simple']).name.iloc[0])
 
 # %% ../nbs/07_train.ipynb #d5020f7f
 EXPERIMENT = 'drug_nbdev'
@@ -143,6 +147,7 @@ def tracking_uri() -> str:
     d = get_settings().root/'mlruns'; d.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{d/'mlflow.db'}"
 
+# %% ../nbs/07_train.ipynb #1ed5a337
 def _mlflow_client(uri: str | None = None):
     "An MlflowClient on `uri` and the id of the drug_nbdev experiment (created when missing)."
     from mlflow import MlflowClient
@@ -157,6 +162,7 @@ def _mlflow_client(uri: str | None = None):
     except Exception:  # created meanwhile by another thread or process
         return client, client.get_experiment_by_name(EXPERIMENT).experiment_id
 
+# %% ../nbs/07_train.ipynb #184ebcbe
 def _flat(d: dict, prefix: str = '') -> dict:
     "Nested metric dicts flattened to MLflow metric names, e.g. cv_accuracy_mean."
     out = {}
@@ -165,6 +171,7 @@ def _flat(d: dict, prefix: str = '') -> dict:
         elif isinstance(v, (int, float)) and v is not None and np.isfinite(v): out[f'{prefix}{k}'] = float(v)
     return out
 
+# %% ../nbs/07_train.ipynb #a6491f29
 def log_run(client, experiment_id: str, name: str, params: dict, metrics: dict, figures: dict | None = None,
             artifacts: Path | None = None, parent: str | None = None, run_id: str | None = None) -> str:
     "Log one MLflow run (params, flattened metrics, matplotlib figures, an artifact folder); returns its run id."
@@ -191,6 +198,7 @@ def _grid_key(search, X: pd.DataFrame, y: pd.Series) -> str:
     h.update(inspect.getsource(network).encode())
     return h.hexdigest()
 
+# %% ../nbs/07_train.ipynb #933ea8db
 def cached_grid_search(search, X: pd.DataFrame, y: pd.Series, cache_dir=None) -> dict:
     "The best parameters of grid search `search` on `X`, `y`: from the cache when the same search ran on the same rows."
     path = Path(cache_dir or get_settings().root/'cache'/'grid_search')/f'{_grid_key(search, X, y)}.json'
@@ -213,6 +221,7 @@ def plot_confusion(y_true, y_pred, title: str = ''):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/07_train.ipynb #5ed69bb1
 def plot_reliability(y_true, proba, title: str = '', n_bins: int = 5):
     "A matplotlib Figure: accuracy against confidence of the predicted drug (top-label reliability diagram)."
     from matplotlib.figure import Figure
@@ -302,17 +311,33 @@ class TrainResult:
     split: tuple
     figures: dict
 
+# %% ../nbs/07_train.ipynb #19db5766
 def input_ranges(X: pd.DataFrame) -> dict:
     "{'Age': [min, max], 'Na_to_K': [min, max]} of the numeric inputs in `X`."
     return {c: [float(X[c].min()), float(X[c].max())] for c in NUMERIC}
 
+# %% ../nbs/07_train.ipynb #f540f51e
 def _best_params(est) -> dict:
+    "The settings a grid search chose, without the pipeline's `model__` prefix; {} for an estimator that was not searched."
     if hasattr(est, 'best_params_'): return {k.removeprefix('model__'): v for k, v in est.best_params_.items()}
     return {}
 
-def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = False, smote: bool = False, seed: int = 0,
-                 cv_folds: int = 5, cv_repeats: int = 3, test_size: float = 0.2, tune: bool = True, promote: bool = True,
-                 models_dir=None, quick: bool = False, uri: str | None = None, n_jobs: int | None = None) -> TrainResult:
+# %% ../nbs/07_train.ipynb #a3764f28
+def train_models(patients: pd.DataFrame, # the patients: FEATURES and TARGET columns
+                 model: str = 'all', # 'all', or one of CANDIDATES
+                 binning: bool = False, # the architecture's bins for the scikit-learn candidates
+                 smote: bool = False, # SMOTENC inside every training fold
+                 seed: int = 0, # the splits, the models, SMOTE and the network
+                 cv_folds: int = 5, # folds of the repeated stratified cross-validation
+                 cv_repeats: int = 3, # its repeats (see "Three repeats, not five")
+                 test_size: float = 0.2, # share of the patients held out for the one final test
+                 tune: bool = True, # grid searches: the forest's nested in every fold, the network's cached
+                 promote: bool = True, # make the champion current if it passes the quality gate
+                 models_dir=None, # the registry folder (default: the project's models/)
+                 quick: bool = False, # small forests, few epochs, one-setting grids (for tests)
+                 uri: str | None = None, # MLflow tracking URI (default: `tracking_uri()`)
+                 n_jobs: int | None = None # processes for the folds (default: the machine's cores)
+                ) -> TrainResult:
     "Cross-validate the candidates, pick the champion, test it on the held-out split, register it, gate it and log to MLflow."
     names = list(CANDIDATES) if model == 'all' else [model]
     if model != 'all' and model not in CANDIDATES:
@@ -381,9 +406,18 @@ def train_models(patients: pd.DataFrame, model: str = 'all', binning: bool = Fal
 # %% ../nbs/07_train.ipynb #3f302be5
 _RETRAIN_LOCK = threading.Lock()
 
-def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, test_size: float = 0.2,
-                   apply_smote: bool = False, seed: int = 0, min_accuracy: float = 0.9, engine=None,
-                   models_dir=None, promote: bool = True, progress=None) -> dict:
+def retrain_forest(n_estimators: int = 100, # trees in the forest, 1 to 2000
+                   max_leaf_nodes: int | None = None, # leaves per tree, 2 to 100,000 (None: unlimited)
+                   test_size: float = 0.2, # share held out for the test, 0.05 to 0.5
+                   apply_smote: bool = False, # SMOTENC inside the training folds
+                   seed: int = 0, # the split, the forest and SMOTE
+                   min_accuracy: float = 0.9, # held-out accuracy the forest must reach, besides the gate
+                   engine=None, # the database the patients are read from (default: the configured one)
+                   models_dir=None, # the registry folder (default: the project's models/)
+                   promote: bool = True, # False: decide and record, but leave `current` alone
+                   progress=None, # called with 'registered' once the forest is saved, before the gate decides
+                   uri: str | None = None # MLflow tracking URI (default: `tracking_uri()`)
+                  ) -> dict:
     "Train and register the raw-feature forest on the DB's patients; current only if it passes the quality gate."
     def _int(v, name, lo, hi):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
@@ -411,7 +445,7 @@ def retrain_forest(n_estimators: int = 100, max_leaf_nodes: int | None = None, t
         params = dict(n_estimators=n_estimators, max_leaf_nodes=max_leaf_nodes, test_size=test_size,
                       apply_smote=apply_smote, seed=seed, min_accuracy=min_accuracy)
         metrics = dict(cv=summarise_folds(folds), test=test, **breakdown(oof, X_tr))
-        client, exp_id = _mlflow_client()
+        client, exp_id = _mlflow_client(uri)
         rid = client.create_run(exp_id, run_name='retrain rf', tags={'trigger': 'retrain'}).info.run_id
         meta = dict(version=new_version_id(), name='rf', params=params, metrics=metrics, input_ranges=input_ranges(X_tr),
                     trained_at=utcnow().isoformat(timespec='seconds'), data_sha256=frame_sha256(patients),
