@@ -446,7 +446,7 @@ def _record_codes(df: pd.DataFrame) -> np.ndarray:
     if (code < 0).any(): raise ValueError('Age: a negative age reached staging unchecked')   # SQL's / and % would not decode it
     for c in _CODED:
         levels = sorted(CATEGORIES[c])                  # codepoint order: SQLite's (binary) order of the same texts
-        k = pd.Categorical(df[c], categories=levels).codes
+        k = pd.Index(levels).get_indexer(df[c])       # -1 for a value not among them (pandas 3 warns on Categorical)
         if (k < 0).any(): raise ValueError(f'{c}: a value outside {levels} reached staging unchecked')
         code = code * len(levels) + k
     return code
