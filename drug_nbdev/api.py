@@ -8,6 +8,7 @@ import gc, hashlib, ipaddress, json, math, os, secrets, signal, sys, threading, 
 from pathlib import Path
 from typing import Annotated, Literal
 import numpy as np, pandas as pd
+from fastcore.basics import patch
 from .config import (FEATURES, DRUGS, CATEGORIES, AGE_MIN, AGE_MAX, NA_TO_K_MAX, EXAMPLE_PATIENT, ContractError,
                                get_settings, utcnow, read_api_tokens, default_allowed_hosts, host_allowed,
                                make_token_file, read_token_file)
@@ -151,39 +152,43 @@ class Guard:
         self.max_body, self.limits = max_body, {'/predict/batch': MAX_BATCH_BODY, **(limits or {})}
         self.protected, self.open_paths = protected, open_paths
 
-    def _needs_token(self, path: str) -> bool:
-        if self.public: return path not in self.open_paths
-        return any(path == p or path.startswith(p + '/') for p in self.protected)
+# %% ../nbs/13_api.ipynb #16ba6059
+@patch
+def _needs_token(self: Guard, path: str) -> bool:
+    if self.public: return path not in self.open_paths
+    return any(path == p or path.startswith(p + '/') for p in self.protected)
 
-    async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http': return await self.app(scope, receive, send)
-        h = {k: v for k, v in scope['headers'] if k in (b'host', b'content-length', b'authorization', b'transfer-encoding')}
-        host, path = h.get(b'host', b'').decode('latin-1'), scope['path']
-        # /health answers any Host: orchestrators' probes (Container Apps, Kubernetes) send the pod's IP as Host
-        if path not in self.open_paths and not host_allowed(host, self.allowed):
-            return await _reject(send, 400, f'the Host header {_snippet(host)} is not one of the names this server answers to')
-        if self._needs_token(path) and token_name(bearer_secret(h.get(b'authorization', b'').decode('latin-1')), self.tokens) is None:
-            return await _reject(send, 401, 'a valid bearer token is required (Authorization: Bearer <token>)',
-                                 [(b'www-authenticate', b'Bearer')])
-        cap = self.limits.get(path, self.max_body)
-        if b'content-length' in h:
-            n = h[b'content-length']
-            if not n.isdigit() or int(n) > cap: return await _reject(send, 413, f'the request body is larger than {cap:,} bytes')
-        elif b'transfer-encoding' in h:      # streamed: read it here, at most `cap` bytes, then hand it on
-            chunks, size, more = [], 0, True
-            while more:
-                m = await receive()
-                if m['type'] != 'http.request': return await self.app(scope, receive, send)   # the client left
-                chunks.append(m.get('body', b'')); size += len(chunks[-1]); more = m.get('more_body', False)
-                if size > cap: return await _reject(send, 413, f'the request body is larger than {cap:,} bytes')
-            body, sent = b''.join(chunks), False
-            async def replay():
-                nonlocal sent
-                if sent: return await receive()
-                sent = True
-                return {'type': 'http.request', 'body': body, 'more_body': False}
-            return await self.app(scope, replay, send)
-        return await self.app(scope, receive, send)
+# %% ../nbs/13_api.ipynb #73f4916d
+@patch
+async def __call__(self: Guard, scope, receive, send):
+    if scope['type'] != 'http': return await self.app(scope, receive, send)
+    h = {k: v for k, v in scope['headers'] if k in (b'host', b'content-length', b'authorization', b'transfer-encoding')}
+    host, path = h.get(b'host', b'').decode('latin-1'), scope['path']
+    # /health answers any Host: orchestrators' probes (Container Apps, Kubernetes) send the pod's IP as Host
+    if path not in self.open_paths and not host_allowed(host, self.allowed):
+        return await _reject(send, 400, f'the Host header {_snippet(host)} is not one of the names this server answers to')
+    if self._needs_token(path) and token_name(bearer_secret(h.get(b'authorization', b'').decode('latin-1')), self.tokens) is None:
+        return await _reject(send, 401, 'a valid bearer token is required (Authorization: Bearer <token>)',
+                             [(b'www-authenticate', b'Bearer')])
+    cap = self.limits.get(path, self.max_body)
+    if b'content-length' in h:
+        n = h[b'content-length']
+        if not n.isdigit() or int(n) > cap: return await _reject(send, 413, f'the request body is larger than {cap:,} bytes')
+    elif b'transfer-encoding' in h:      # streamed: read it here, at most `cap` bytes, then hand it on
+        chunks, size, more = [], 0, True
+        while more:
+            m = await receive()
+            if m['type'] != 'http.request': return await self.app(scope, receive, send)   # the client left
+            chunks.append(m.get('body', b'')); size += len(chunks[-1]); more = m.get('more_body', False)
+            if size > cap: return await _reject(send, 413, f'the request body is larger than {cap:,} bytes')
+        body, sent = b''.join(chunks), False
+        async def replay():
+            nonlocal sent
+            if sent: return await receive()
+            sent = True
+            return {'type': 'http.request', 'body': body, 'more_body': False}
+        return await self.app(scope, replay, send)
+    return await self.app(scope, receive, send)
 
 # %% ../nbs/13_api.ipynb #4196a661
 class RetrainJobs:
@@ -191,35 +196,41 @@ class RetrainJobs:
     def __init__(self, predictor_fn):
         self._predictor, self._lock, self.jobs, self._running = predictor_fn, threading.Lock(), {}, None
 
-    def start(self, params: dict, requested_by: str | None = None) -> dict | None:
-        "A new queued job, or None when one is already queued or running."
-        with self._lock:
-            if self._running is not None: return None
-            job = dict(id=uuid.uuid4().hex[:12], state='queued', params=params, requested_by=requested_by,
-                       created_at=utcnow().isoformat(), started_at=None, finished_at=None, version=None, metrics=None,
-                       promoted=None, reason=None, served_version=None)
-            self.jobs[job['id']], self._running = job, job['id']
-        threading.Thread(target=self._run, args=(job,), name=f'retrain-{job["id"]}', daemon=True).start()
-        return dict(job)
+# %% ../nbs/13_api.ipynb #56265470
+@patch
+def get(self: RetrainJobs, job_id: str) -> dict | None:
+    j = self.jobs.get(job_id)
+    return dict(j) if j else None
 
-    def _run(self, job):
-        from drug_nbdev.train import retrain_forest   # training code only in the retrain job
-        p = self._predictor()
-        try:
-            job.update(state='running', started_at=utcnow().isoformat())
-            res = retrain_forest(**job['params'], engine=p.engine, models_dir=p.models_dir)
-            served = p.reload() if res.get('promoted') else p.version
-            job.update(state='succeeded', version=res.get('version'), metrics=res.get('metrics'),
-                       promoted=bool(res.get('promoted')), reason=res.get('reason'), served_version=served)
-        except Exception as e:
-            job.update(state='failed', reason=f'{type(e).__name__}: {e}')
-        finally:
-            job['finished_at'] = utcnow().isoformat()
-            with self._lock: self._running = None
+# %% ../nbs/13_api.ipynb #abce5f22
+@patch
+def _run(self: RetrainJobs, job):
+    from drug_nbdev.train import retrain_forest   # training code only in the retrain job
+    p = self._predictor()
+    try:
+        job.update(state='running', started_at=utcnow().isoformat())
+        res = retrain_forest(**job['params'], engine=p.engine, models_dir=p.models_dir)
+        served = p.reload() if res.get('promoted') else p.version
+        job.update(state='succeeded', version=res.get('version'), metrics=res.get('metrics'),
+                   promoted=bool(res.get('promoted')), reason=res.get('reason'), served_version=served)
+    except Exception as e:
+        job.update(state='failed', reason=f'{type(e).__name__}: {e}')
+    finally:
+        job['finished_at'] = utcnow().isoformat()
+        with self._lock: self._running = None
 
-    def get(self, job_id: str) -> dict | None:
-        j = self.jobs.get(job_id)
-        return dict(j) if j else None
+# %% ../nbs/13_api.ipynb #40d55658
+@patch
+def start(self: RetrainJobs, params: dict, requested_by: str | None = None) -> dict | None:
+    "A new queued job, or None when one is already queued or running."
+    with self._lock:
+        if self._running is not None: return None
+        job = dict(id=uuid.uuid4().hex[:12], state='queued', params=params, requested_by=requested_by,
+                   created_at=utcnow().isoformat(), started_at=None, finished_at=None, version=None, metrics=None,
+                   promoted=None, reason=None, served_version=None)
+        self.jobs[job['id']], self._running = job, job['id']
+    threading.Thread(target=self._run, args=(job,), name=f'retrain-{job["id"]}', daemon=True).start()
+    return dict(job)
 
 # %% ../nbs/13_api.ipynb #38b5eae8
 API_ROUTES = []
@@ -401,6 +412,7 @@ def _count_predictions(audit, counter) -> None:
     count.counter = counter
     audit.observers.append(count)
 
+# %% ../nbs/13_api.ipynb #ca31d62f
 @api_route
 def instrument(app: FastAPI) -> None:
     "Add `GET /metrics` (Prometheus text format; the `Guard`'s token rules) and the middleware that measures requests."
@@ -456,9 +468,10 @@ def instrument(app: FastAPI) -> None:
         "Prometheus metrics: requests and latency by endpoint, predictions by drug and channel, model version, audit failures, retrain jobs."
         return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/13_api.ipynb #19bb33f9
+# %% ../nbs/13_api.ipynb #e1c90f0f
 def _exit_cleanly(signum, frame): raise SystemExit(0)
 
+# %% ../nbs/13_api.ipynb #808ed84c
 def serve_main(host: str = '127.0.0.1', port: int = 8000, allowed_hosts: tuple[str, ...] | None = None) -> int:
     "Serve the REST API with uvicorn on host:port; exit code (2 when the tokens are malformed, or missing for a public bind)."
     s = get_settings()

@@ -51,61 +51,6 @@ class AuditLog:
         self.written = self.errors = self.commits = 0
         self.observers = []           # callables given the rows of each commit once it is durable (e.g. the API's metrics)
 
-# %% ../nbs/11_audit.ipynb #2d3d25b5
-def _dump(o) -> str:
-    return o if isinstance(o, str) else json.dumps(o, default=str, allow_nan=False)
-
-# %% ../nbs/11_audit.ipynb #09e9132d
-@patch
-def record_many(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list,
-                caller: str | None = None) -> None:
-    "Record predictions (`inputs[i]` answered `outputs[i]`); returns once they are committed, else raises `AuditError`."
-    self._commit_rows(self._rows(channel, model_version, inputs, outputs, caller))
-
-# %% ../nbs/11_audit.ipynb #255c2e83
-@patch
-def _rows(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list, caller: str | None) -> list[dict]:
-    "The table rows of these predictions, encoded in the caller's thread (a value JSON cannot carry fails its own caller only)."
-    if channel not in CHANNELS: raise ValueError(f'channel must be one of {", ".join(CHANNELS)}, not {channel!r}')
-    if len(inputs) != len(outputs): raise ValueError(f'{len(inputs)} inputs but {len(outputs)} outputs')
-    at = utcnow()
-    try: return [dict(created_at=at, channel=channel, model_version=model_version, input=_dump(i), output=_dump(o), caller=caller)
-                 for i, o in zip(inputs, outputs)]
-    except (TypeError, ValueError) as e:
-        self.errors += len(inputs)
-        raise AuditError(f'a prediction could not be recorded: it cannot be encoded as JSON ({type(e).__name__}: {e})') from None
-
-# %% ../nbs/11_audit.ipynb #fd6b6ec7
-@patch
-def record(self: AuditLog, channel: str, model_version: str, inp, out, caller: str | None = None) -> None:
-    "Record one prediction; returns once it is committed, else raises `AuditError`."
-    self.record_many(channel, model_version, [inp], [out], caller)
-
-# %% ../nbs/11_audit.ipynb #cfcabbfb
-@patch
-def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
-    if not rows: return
-    if self._closed: raise AuditError('a prediction could not be recorded: the audit log is closed')
-    t = _Ticket(rows)
-    with self._pending_lock: self._pending.append(t)
-    if not self._leader.acquire(timeout=self.timeout):   # another caller is committing: ours may ride along with the next
-        raise AuditError(f'a prediction could not be recorded: the audit database did not commit within {self.timeout:g} s')
-    try:
-        if not t.done.is_set():                           # not committed by the previous leader: commit all that waits
-            with self._pending_lock: batch, self._pending = self._pending, []
-            self._commit(batch)
-    finally: self._leader.release()
-    if t.error is not None: raise AuditError(f'a prediction could not be recorded: {t.error}')
-    self._notify(rows)
-
-# %% ../nbs/11_audit.ipynb #f243d54e
-@patch
-def _notify(self: AuditLog, rows: list[dict]) -> None:
-    "Give committed rows to the observers."
-    for f in self.observers:
-        try: f(rows)
-        except Exception: pass        # the rows are committed: an observer's failure must not turn the answer into a 503
-
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
 def _connection(self: AuditLog) -> sa.Connection:
@@ -132,24 +77,6 @@ def _insert(self: AuditLog, rows: list[dict]) -> None:
         self._conn = None
         raise
 
-# %% ../nbs/11_audit.ipynb #1ff65eb1
-@patch
-def _commit(self: AuditLog, tickets: list[_Ticket]) -> None:
-    "Insert the rows of `tickets` in one transaction; when that fails, each ticket alone; wake every caller."
-    try:
-        try:
-            self._insert([r for t in tickets for r in t.rows])
-            self.commits += 1
-        except Exception as e:
-            if len(tickets) == 1: raise
-            for t in tickets:
-                try: self._insert(t.rows); self.commits += 1
-                except Exception as e1: t.error = f'{type(e1).__name__}'; print(f'audit log: {type(e1).__name__}: {e1}', file=sys.stderr)
-    except Exception as e:
-        for t in tickets: t.error = f'{type(e).__name__}'
-        print(f'audit log: could not write {sum(len(t.rows) for t in tickets)} prediction(s): {type(e).__name__}: {e}', file=sys.stderr)
-    _finish(self, tickets)
-
 # %% ../nbs/11_audit.ipynb #c27d70ee
 def _finish(log: AuditLog, tickets: list[_Ticket]) -> None:
     "Count `tickets` as written or failed and wake their callers: threads at once, coroutines through their loop (one call per loop)."
@@ -168,6 +95,79 @@ def _settle(futures: list) -> None:
     for fut, error in futures:
         if not fut.done(): fut.set_result(error)   # a future that timed out or was cancelled keeps its outcome
 
+# %% ../nbs/11_audit.ipynb #1ff65eb1
+@patch
+def _commit(self: AuditLog, tickets: list[_Ticket]) -> None:
+    "Insert the rows of `tickets` in one transaction; when that fails, each ticket alone; wake every caller."
+    try:
+        try:
+            self._insert([r for t in tickets for r in t.rows])
+            self.commits += 1
+        except Exception as e:
+            if len(tickets) == 1: raise
+            for t in tickets:
+                try: self._insert(t.rows); self.commits += 1
+                except Exception as e1: t.error = f'{type(e1).__name__}'; print(f'audit log: {type(e1).__name__}: {e1}', file=sys.stderr)
+    except Exception as e:
+        for t in tickets: t.error = f'{type(e).__name__}'
+        print(f'audit log: could not write {sum(len(t.rows) for t in tickets)} prediction(s): {type(e).__name__}: {e}', file=sys.stderr)
+    _finish(self, tickets)
+
+# %% ../nbs/11_audit.ipynb #f243d54e
+@patch
+def _notify(self: AuditLog, rows: list[dict]) -> None:
+    "Give committed rows to the observers."
+    for f in self.observers:
+        try: f(rows)
+        except Exception: pass        # the rows are committed: an observer's failure must not turn the answer into a 503
+
+# %% ../nbs/11_audit.ipynb #cfcabbfb
+@patch
+def _commit_rows(self: AuditLog, rows: list[dict]) -> None:
+    if not rows: return
+    if self._closed: raise AuditError('a prediction could not be recorded: the audit log is closed')
+    t = _Ticket(rows)
+    with self._pending_lock: self._pending.append(t)
+    if not self._leader.acquire(timeout=self.timeout):   # another caller is committing: ours may ride along with the next
+        raise AuditError(f'a prediction could not be recorded: the audit database did not commit within {self.timeout:g} s')
+    try:
+        if not t.done.is_set():                           # not committed by the previous leader: commit all that waits
+            with self._pending_lock: batch, self._pending = self._pending, []
+            self._commit(batch)
+    finally: self._leader.release()
+    if t.error is not None: raise AuditError(f'a prediction could not be recorded: {t.error}')
+    self._notify(rows)
+
+# %% ../nbs/11_audit.ipynb #2d3d25b5
+def _dump(o) -> str:
+    return o if isinstance(o, str) else json.dumps(o, default=str, allow_nan=False)
+
+# %% ../nbs/11_audit.ipynb #255c2e83
+@patch
+def _rows(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list, caller: str | None) -> list[dict]:
+    "The table rows of these predictions, encoded in the caller's thread (a value JSON cannot carry fails its own caller only)."
+    if channel not in CHANNELS: raise ValueError(f'channel must be one of {", ".join(CHANNELS)}, not {channel!r}')
+    if len(inputs) != len(outputs): raise ValueError(f'{len(inputs)} inputs but {len(outputs)} outputs')
+    at = utcnow()
+    try: return [dict(created_at=at, channel=channel, model_version=model_version, input=_dump(i), output=_dump(o), caller=caller)
+                 for i, o in zip(inputs, outputs)]
+    except (TypeError, ValueError) as e:
+        self.errors += len(inputs)
+        raise AuditError(f'a prediction could not be recorded: it cannot be encoded as JSON ({type(e).__name__}: {e})') from None
+
+# %% ../nbs/11_audit.ipynb #09e9132d
+@patch
+def record_many(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list,
+                caller: str | None = None) -> None:
+    "Record predictions (`inputs[i]` answered `outputs[i]`); returns once they are committed, else raises `AuditError`."
+    self._commit_rows(self._rows(channel, model_version, inputs, outputs, caller))
+
+# %% ../nbs/11_audit.ipynb #fd6b6ec7
+@patch
+def record(self: AuditLog, channel: str, model_version: str, inp, out, caller: str | None = None) -> None:
+    "Record one prediction; returns once it is committed, else raises `AuditError`."
+    self.record_many(channel, model_version, [inp], [out], caller)
+
 # %% ../nbs/11_audit.ipynb #8e836f7e
 @patch
 def close(self: AuditLog) -> None:
@@ -178,6 +178,28 @@ def close(self: AuditLog) -> None:
     with self._leader:
         if self._conn is not None: self._conn.close(); self._conn = None
     if self._writer is not None: self._writer.join(self.timeout)
+
+# %% ../nbs/11_audit.ipynb #ef9a5176
+@patch
+def _write_waiting(self: AuditLog) -> None:
+    "The writer thread: whenever woken, commit every waiting ticket in one transaction; after `close`, fail them and end."
+    while True:
+        self._wake.wait(); self._wake.clear()
+        with self._leader:
+            with self._pending_lock: batch, self._pending = self._pending, []
+            if batch and self._closed:
+                for t in batch: t.error = 'the audit log is closed'
+                _finish(self, batch)
+            elif batch: self._commit(batch)
+        if self._closed: return
+
+# %% ../nbs/11_audit.ipynb #863b6562
+@patch
+def _start_writer(self: AuditLog) -> None:
+    with self._pending_lock:
+        if self._writer is not None: return
+        self._writer = threading.Thread(target=self._write_waiting, name='drug-nbdev-audit', daemon=True)
+    self._writer.start()
 
 # %% ../nbs/11_audit.ipynb #b681ff89
 @patch
@@ -195,28 +217,6 @@ async def record_async(self: AuditLog, channel: str, model_version: str, inp, ou
     finally: late.cancel()
     if error is not None: raise AuditError(f'a prediction could not be recorded: {error}')
     self._notify(rows)
-
-# %% ../nbs/11_audit.ipynb #863b6562
-@patch
-def _start_writer(self: AuditLog) -> None:
-    with self._pending_lock:
-        if self._writer is not None: return
-        self._writer = threading.Thread(target=self._write_waiting, name='drug-nbdev-audit', daemon=True)
-    self._writer.start()
-
-# %% ../nbs/11_audit.ipynb #ef9a5176
-@patch
-def _write_waiting(self: AuditLog) -> None:
-    "The writer thread: whenever woken, commit every waiting ticket in one transaction; after `close`, fail them and end."
-    while True:
-        self._wake.wait(); self._wake.clear()
-        with self._leader:
-            with self._pending_lock: batch, self._pending = self._pending, []
-            if batch and self._closed:
-                for t in batch: t.error = 'the audit log is closed'
-                _finish(self, batch)
-            elif batch: self._commit(batch)
-        if self._closed: return
 
 # %% ../nbs/11_audit.ipynb #e6ebff1e
 @patch

@@ -124,13 +124,16 @@ class _CompiledNetwork:
         self.initial_optimizer = [v.numpy() for v in self.optimizer.variables]
         self.holder = None   # `fit_id_` of the fitted classifier whose weights the model holds
 
-    def reset(self, learning_rate: float):
-        "Back to the seed's initial weights and a fresh optimizer with `learning_rate`."
-        self.model.set_weights(self.initial)
-        for v, x in zip(self.optimizer.variables, self.initial_optimizer): v.assign(x)
-        self.optimizer.learning_rate = learning_rate
-        self.holder = None
+# %% ../nbs/06_network.ipynb #34dc0931
+@patch
+def reset(self: _CompiledNetwork, learning_rate: float):
+    "Back to the seed's initial weights and a fresh optimizer with `learning_rate`."
+    self.model.set_weights(self.initial)
+    for v, x in zip(self.optimizer.variables, self.initial_optimizer): v.assign(x)
+    self.optimizer.learning_rate = learning_rate
+    self.holder = None
 
+# %% ../nbs/06_network.ipynb #4587ad8f
 def _compiled_network(X, n_classes, hidden_units, feature_units, log_ratio, seed, steps) -> _CompiledNetwork:
     "The process's compiled model for this architecture, built on first use (call with `_COMPILED_LOCK` held)."
     key = (int(n_classes), int(hidden_units), int(feature_units), bool(log_ratio), int(seed), int(steps))
@@ -181,6 +184,7 @@ def predict_proba(self: KerasDrugClassifier, X: pd.DataFrame) -> np.ndarray:
     check_is_fitted(self, 'weights_')
     with _COMPILED_LOCK: return np.asarray(self.model_(keras_inputs(X), training=False), dtype=float)
 
+# %% ../nbs/06_network.ipynb #a30e75b2
 @patch
 def predict(self: KerasDrugClassifier, X: pd.DataFrame) -> np.ndarray:
     "The most probable drug for each patient in `X`."

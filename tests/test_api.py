@@ -1,6 +1,6 @@
 """The REST API as a client sees it: a real uvicorn server (see api_server.py) with a small model.
 
-Covers seed 003's contract, readable 422s, batch and query, token-protected background retraining,
+Covers the architecture's contract, readable 422s, batch and query, token-protected background retraining,
 that predictions keep being answered (all 200) while a retrain swaps the model, and issue 8: a
 cross-site form post to /retrain refused on a server with no configured token (it makes its own),
 named tokens in the audit, foreign Host headers, a 20 MB body refused before parsing, 503 when the
@@ -48,7 +48,7 @@ def wait_job(client, job_id, headers, timeout=120):
 
 
 def test_seed_contract(client):
-    "A client written only from seed 003's contract keeps working."
+    "A client written only from the architecture's contract keeps working."
     r = client.post('/predict', json=SEED_PATIENT)
     assert r.status_code == 200
     body = r.json()
