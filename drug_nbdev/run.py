@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_run.ipynb #93bdaca5
 from __future__ import annotations
-import ast, hashlib, html, itertools, json, math, os, resource, shutil, subprocess, sys, threading, time
+import ast, functools, hashlib, html, itertools, json, math, os, resource, shutil, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
@@ -289,6 +289,34 @@ def _stage_cpu(rec: dict):
         with _RUNNING_LOCK: _RUNNING[:] = [r for r in _RUNNING if r is not rec]
         rec['cpu_s'] = None if rec.pop('_overlap') else round(c1 - c0, 2)
 
+# %% ../nbs/17_run.ipynb #7df273c9
+@functools.cache
+def _engine() -> str:
+    "The name of papermill's nbclient engine that saves the notebook at start, end and every 30 s (registered once)."
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+    class ThrottledSaves(NotebookExecutionManager):
+        def save(self, **kwargs):
+            first = not getattr(self, '_saved', False)
+            due = (self.now() - self.last_save_time).total_seconds() >= self.autosave_cell_every
+            if first or due or self.end_time is not None: self._saved = True; super().save(**kwargs)
+
+    class Engine(NBClientEngine):   # papermill's `Engine.execute_notebook`, with the manager above
+        @classmethod
+        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
+                             autosave_cell_every=30, **kwargs):
+            nb_man = ThrottledSaves(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                                    autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            try: cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar(); nb_man.notebook_complete()
+            return nb_man.nb
+
+    papermill_engines.register('drug-nbdev', Engine)
+    return 'drug-nbdev'
+
+
 # %% ../nbs/17_run.ipynb #26010621
 def _source_index(out_nb: Path, index: int) -> int:
     "The failing cell's index in the notebook as written: papermill counts its injected-parameters cell."
@@ -312,7 +340,7 @@ def execute_stage(nb, # the stage's notebook
     t0 = time.monotonic()
     try:
         with _stage_cpu(rec):
-            pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, kernel_name=KERNEL,
+            pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, kernel_name=KERNEL, engine_name=_engine(),
                                 cwd=str(cwd or Path(nb).parent), progress_bar=False, log_output=False,
                                 extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
         rec['status'] = 'succeeded'
