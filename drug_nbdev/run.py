@@ -289,7 +289,7 @@ def _stage_cpu(rec: dict):
         with _RUNNING_LOCK: _RUNNING[:] = [r for r in _RUNNING if r is not rec]
         rec['cpu_s'] = None if rec.pop('_overlap') else round(c1 - c0, 2)
 
-# %% ../nbs/17_run.ipynb #7df273c9
+# %% ../nbs/17_run.ipynb #1098b0d4
 @functools.cache
 def _engine() -> str:
     "The name of papermill's nbclient engine that saves the notebook at start, end and every 30 s (registered once)."

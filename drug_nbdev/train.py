@@ -30,7 +30,8 @@ from .registry import (align_proba, new_version_id, register_model, registry_dir
 __all__ = ['CANDIDATES', 'SIMPLICITY', 'NEEDS_TENSORFLOW', 'EXPERIMENT', 'GATE_TOLERANCE', 'set_seeds', 'brier_score',
            'score_probabilities', 'make_candidate', 'cross_validate_model', 'summarise_folds', 'breakdown',
            'choose_champion', 'tracking_uri', 'log_run', 'cached_grid_search', 'plot_confusion', 'plot_reliability',
-           'served_recipe', 'gate_and_promote', 'TrainResult', 'input_ranges', 'train_models', 'retrain_forest']
+           'served_recipe', 'gate_and_promote', 'TrainResult', 'input_ranges', 'evaluate_candidate', 'train_models',
+           'retrain_forest']
 
 # %% ../nbs/07_train.ipynb #bf9e5f00
 def set_seeds(seed: int = 0) -> None:
@@ -322,6 +323,28 @@ def _best_params(est) -> dict:
     if hasattr(est, 'best_params_'): return {k.removeprefix('model__'): v for k, v in est.best_params_.items()}
     return {}
 
+# %% ../nbs/07_train.ipynb #cc3d3d6a
+def evaluate_candidate(name: str, # one of CANDIDATES
+                       split: tuple, # (X_tr, X_te, y_tr, y_te): the training split and the held-out test split
+                       settings: dict, # binning, smote, seed, cv_folds, cv_repeats, tune, quick (as in `train_models`)
+                       n_jobs: int = 1 # processes for the folds
+                      ) -> dict:
+    "Candidate `name` tuned, cross-validated and tested: its table row, fitted model, out-of-fold probabilities, folds, details."
+    (X_tr, X_te, y_tr, y_te), s, t0 = split, settings, time.time()
+    est = make_candidate(name, binning=s['binning'], smote=s['smote'], seed=s['seed'], tune=s['tune'], quick=s['quick'])
+    chosen = {}
+    if name == 'network' and s['tune']:  # the network's grid: searched once on the training split, cached
+        best = cached_grid_search(est.set_params(n_jobs=n_jobs), X_tr, y_tr)
+        chosen = {k.removeprefix('model__'): v for k, v in best.items()}; est = clone(est.estimator).set_params(**best)
+    folds, oof = cross_validate_model(est, X_tr, y_tr, folds=s['cv_folds'], repeats=s['cv_repeats'], seed=s['seed'], n_jobs=n_jobs)
+    final = clone(est).fit(X_tr, y_tr)
+    test = score_probabilities(y_te, align_proba(final.predict_proba(X_te), final.classes_))
+    cv = summarise_folds(folds)
+    row = dict(name=name, **{f'{m}_{k}': cv[m][k] for m in cv for k in ('mean', 'std')},
+               **{f'test_{m}': v for m, v in test.items()}, seconds=time.time() - t0)
+    return dict(row=row, fitted=final, oof=oof, folds=folds,
+                details=dict(cv=cv, test=test, chosen=chosen or _best_params(final), **breakdown(oof, X_tr)))
+
 # %% ../nbs/07_train.ipynb #a3764f28
 def train_models(patients: pd.DataFrame, # the patients: FEATURES and TARGET columns
                  model: str = 'all', # 'all', or one of CANDIDATES
@@ -350,24 +373,10 @@ def train_models(patients: pd.DataFrame, # the patients: FEATURES and TARGET col
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
     params = dict(model=model, binning=binning, smote=smote, seed=seed, cv_folds=cv_folds, cv_repeats=cv_repeats,
                   test_size=test_size, tune=tune, quick=quick)
-    rows, fitted, oofs, details, fold_tables = [], {}, {}, {}, {}
-    for name in names:
-        t0 = time.time()
-        est = make_candidate(name, binning=binning, smote=smote, seed=seed, tune=tune, quick=quick)
-        chosen = {}
-        if name == 'network' and tune:  # the network's grid: searched once on the training split, cached
-            best = cached_grid_search(est.set_params(n_jobs=n_jobs), X_tr, y_tr)
-            chosen = {k.removeprefix('model__'): v for k, v in best.items()}; est = clone(est.estimator).set_params(**best)
-        folds, oof = cross_validate_model(est, X_tr, y_tr, folds=cv_folds, repeats=cv_repeats, seed=seed, n_jobs=n_jobs)
-        final = clone(est).fit(X_tr, y_tr)
-        chosen = chosen or _best_params(final)
-        test = score_probabilities(y_te, align_proba(final.predict_proba(X_te), final.classes_))
-        cv = summarise_folds(folds)
-        rows.append(dict(name=name, **{f'{m}_{s}': cv[m][s] for m in cv for s in ('mean', 'std')},
-                         **{f'test_{m}': v for m, v in test.items()}, seconds=time.time() - t0))
-        fitted[name], oofs[name], fold_tables[name] = final, oof, folds
-        details[name] = dict(cv=cv, test=test, chosen=chosen, **breakdown(oof, X_tr))
-    table = pd.DataFrame(rows)
+    cands = {n: evaluate_candidate(n, (X_tr, X_te, y_tr, y_te), params, n_jobs=n_jobs) for n in names}
+    fitted, oofs = {n: c['fitted'] for n, c in cands.items()}, {n: c['oof'] for n, c in cands.items()}
+    details, fold_tables = {n: c['details'] for n, c in cands.items()}, {n: c['folds'] for n, c in cands.items()}
+    table = pd.DataFrame([c['row'] for c in cands.values()])
     champion = choose_champion(table)
     # figures and MLflow runs for every candidate; the champion is registered
     client, exp_id = _mlflow_client(uri)
