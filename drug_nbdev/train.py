@@ -323,7 +323,7 @@ def _best_params(est) -> dict:
     if hasattr(est, 'best_params_'): return {k.removeprefix('model__'): v for k, v in est.best_params_.items()}
     return {}
 
-# %% ../nbs/07_train.ipynb #cc3d3d6a
+# %% ../nbs/07_train.ipynb #44aa2d3a
 def evaluate_candidate(name: str, # one of CANDIDATES
                        split: tuple, # (X_tr, X_te, y_tr, y_te): the training split and the held-out test split
                        settings: dict, # binning, smote, seed, cv_folds, cv_repeats, tune, quick (as in `train_models`)
