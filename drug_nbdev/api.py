@@ -457,12 +457,25 @@ def is_loopback(host: str) -> bool:
 import json
 from collections import Counter
 
+def _labelled(metric):
+    "`metric.labels` that looks each set of label values up once (prometheus-client's `labels` costs microseconds a call)."
+    children = {}
+    def child(*values):
+        c = children.get(values)
+        if c is None: c = children[values] = metric.labels(*values)
+        return c
+    return child
+
 def _count_predictions(audit, counter) -> None:
     "Count each prediction `audit` commits in `counter`, by drug and channel (registered once per audit log and counter)."
     if audit is None or any(getattr(f, 'counter', None) is counter for f in audit.observers): return
+    child = _labelled(counter)
+    def drug(r):   # the audit gives each row's drug; parsing the answer is left for rows without it
+        d = r.get('prediction')
+        return str(d if d is not None else json.loads(r['output']).get('prediction'))
     def count(rows):
-        for (channel, drug), k in Counter((r['channel'], json.loads(r['output']).get('prediction')) for r in rows).items():
-            counter.labels(str(drug), channel).inc(k)
+        if len(rows) == 1: return child(drug(rows[0]), rows[0]['channel']).inc()
+        for (d, channel), k in Counter((drug(r), r['channel']) for r in rows).items(): child(d, channel).inc(k)
     count.counter = counter
     audit.observers.append(count)
 
@@ -496,6 +509,7 @@ def instrument(app: FastAPI) -> None:
             yield jobs
     reg.register(_State())
 
+    latency_of, requests_of = _labelled(latency), _labelled(requests)
     inner = app.build_middleware_stack
     def build_middleware_stack():
         asgi = inner()
@@ -510,8 +524,8 @@ def instrument(app: FastAPI) -> None:
             finally:
                 route = scope.get('route')
                 endpoint = getattr(route, 'path', None) or 'unmatched'   # unknown paths share one series
-                latency.labels(endpoint).observe(perf_counter() - t0)
-                requests.labels(endpoint, scope['method'], str(status_code[0])).inc()
+                latency_of(endpoint).observe(perf_counter() - t0)
+                requests_of(endpoint, scope['method'], str(status_code[0])).inc()
         return measured
     app.build_middleware_stack = build_middleware_stack
 
