@@ -19,7 +19,8 @@ from .query import parse_query, QueryError
 # %% auto #0
 __all__ = ['MAX_BATCH', 'MAX_BODY', 'MAX_BATCH_BODY', 'WholeNumber', 'MAX_ERRORS', 'API_ROUTES', 'Patient', 'QueryIn', 'ErrorOut',
            'RetrainIn', 'token_name', 'bearer_secret', 'Guard', 'RetrainJobs', 'api_route', 'require_token',
-           'caller_of', 'responses', 'add_error_handlers', 'create_app', 'is_loopback', 'instrument', 'serve_main']
+           'caller_of', 'responses', 'add_error_handlers', 'create_app', 'PredictRoute', 'is_loopback', 'instrument',
+           'serve_main']
 
 # %% ../nbs/13_api.ipynb #3f5f30c7
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request, status
@@ -329,16 +330,69 @@ def _health(app):
         p = app.state.get_predictor()
         return {'status': 'healthy', 'model_loaded': p is not None, 'model_version': p.version if p else None}
 
+# %% ../nbs/13_api.ipynb #5b071073
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+
+_NOT_PLAIN = object()   # a request the short cut leaves to FastAPI
+
+def _plain_caller(scope) -> str | None | object:
+    "The caller of a request FastAPI reads as one JSON body: None (no token), a known token's name; else `_NOT_PLAIN`."
+    ctype = auth = _NOT_PLAIN
+    for k, v in scope['headers']:
+        k = k.lower()
+        if k == b'content-type':
+            if ctype is not _NOT_PLAIN: return _NOT_PLAIN
+            ctype = v
+        elif k == b'authorization':
+            if auth is not _NOT_PLAIN: return _NOT_PLAIN
+            auth = v
+    if ctype != b'application/json': return _NOT_PLAIN
+    if auth is _NOT_PLAIN: return None
+    name = token_name(bearer_secret(auth.decode('latin-1')), scope['app'].state.tokens)
+    return _NOT_PLAIN if name is None else name
+
+# %% ../nbs/13_api.ipynb #dbd0bc92
+def _replaying(messages: list, receive):
+    "A `receive` that gives `messages` again, then the client's own."
+    pending = list(messages)
+    async def replay(): return pending.pop(0) if pending else await receive()
+    return replay
+
+def _patient_of(messages: list) -> Patient | None:
+    "The `Patient` of a whole request body received as `messages`, or None (not all received, not JSON, invalid)."
+    if not messages or any(m['type'] != 'http.request' for m in messages) or messages[-1].get('more_body', False): return None
+    try: return Patient.model_validate(json.loads(b''.join(m.get('body', b'') for m in messages)))
+    except (ValueError, ValidationError, RecursionError): return None
+
+# %% ../nbs/13_api.ipynb #4658b9eb
+class PredictRoute(APIRoute):
+    "A route that calls its endpoint `f(patient, caller)` directly for a plain valid request, else goes FastAPI's way."
+    async def handle(self, scope, receive, send):
+        caller = _plain_caller(scope) if scope['method'] == 'POST' else _NOT_PLAIN
+        if caller is _NOT_PLAIN: return await super().handle(scope, receive, send)
+        messages, more = [], True
+        while more:
+            m = await receive()
+            messages.append(m)
+            more = m['type'] == 'http.request' and m.get('more_body', False)
+        patient = _patient_of(messages)
+        if patient is None: return await super().handle(scope, _replaying(messages, receive), send)
+        response = await self.endpoint(patient, caller)
+        await response(scope, receive, send)
+
 # %% ../nbs/13_api.ipynb #78d6bed0
 @api_route
 def _predict(app):
-    @app.post('/predict', responses=responses(400, 413, 422, 503, public=app.state.public))
     async def predict(patient: Patient, caller: str | None = Depends(caller_of)):
         "One patient's recommended drug, its probabilities, warnings and top factors (answered once audited)."
         # on the event loop: the forest answers in a fraction of a millisecond and the audit commit is awaited, not
         # waited for in a pool thread; a ready JSONResponse skips FastAPI's jsonable_encoder walk (only JSON types here)
         out = await app.state.get_predictor().predict_async(patient.model_dump(), channel='api', caller=caller)
         return JSONResponse({**out, 'status': 'success'})
+    # `PredictRoute` calls `predict` itself for a plain valid request; FastAPI's machinery answers the rest
+    app.router.add_api_route('/predict', predict, methods=['POST'], route_class_override=PredictRoute,
+                             responses=responses(400, 413, 422, 503, public=app.state.public))
 
 # %% ../nbs/13_api.ipynb #ff3c739c
 @api_route
@@ -403,12 +457,25 @@ def is_loopback(host: str) -> bool:
 import json
 from collections import Counter
 
+def _labelled(metric):
+    "`metric.labels` that looks each set of label values up once (prometheus-client's `labels` costs microseconds a call)."
+    children = {}
+    def child(*values):
+        c = children.get(values)
+        if c is None: c = children[values] = metric.labels(*values)
+        return c
+    return child
+
 def _count_predictions(audit, counter) -> None:
     "Count each prediction `audit` commits in `counter`, by drug and channel (registered once per audit log and counter)."
     if audit is None or any(getattr(f, 'counter', None) is counter for f in audit.observers): return
+    child = _labelled(counter)
+    def drug(r):   # the audit gives each row's drug; parsing the answer is left for rows without it
+        d = r.get('prediction')
+        return str(d if d is not None else json.loads(r['output']).get('prediction'))
     def count(rows):
-        for (channel, drug), k in Counter((r['channel'], json.loads(r['output']).get('prediction')) for r in rows).items():
-            counter.labels(str(drug), channel).inc(k)
+        if len(rows) == 1: return child(drug(rows[0]), rows[0]['channel']).inc()
+        for (d, channel), k in Counter((drug(r), r['channel']) for r in rows).items(): child(d, channel).inc(k)
     count.counter = counter
     audit.observers.append(count)
 
@@ -442,6 +509,7 @@ def instrument(app: FastAPI) -> None:
             yield jobs
     reg.register(_State())
 
+    latency_of, requests_of = _labelled(latency), _labelled(requests)
     inner = app.build_middleware_stack
     def build_middleware_stack():
         asgi = inner()
@@ -456,8 +524,8 @@ def instrument(app: FastAPI) -> None:
             finally:
                 route = scope.get('route')
                 endpoint = getattr(route, 'path', None) or 'unmatched'   # unknown paths share one series
-                latency.labels(endpoint).observe(perf_counter() - t0)
-                requests.labels(endpoint, scope['method'], str(status_code[0])).inc()
+                latency_of(endpoint).observe(perf_counter() - t0)
+                requests_of(endpoint, scope['method'], str(status_code[0])).inc()
         return measured
     app.build_middleware_stack = build_middleware_stack
 

@@ -26,6 +26,16 @@ class _Ticket:
     __slots__ = ('rows', 'done', 'error', 'waiter')
     def __init__(self, rows, waiter=None): self.rows, self.done, self.error, self.waiter = rows, threading.Event(), None, waiter
 
+# %% ../nbs/11_audit.ipynb #ae647412
+_COLUMNS = ('created_at', 'channel', 'model_version', 'input', 'output', 'caller')
+
+def _driver_insert(engine: sa.Engine) -> tuple | None:
+    "SQLite: the INSERT for the DB-API driver and each column's value conversion (SQLAlchemy's own); None for other databases."
+    if engine.dialect.name != 'sqlite': return None
+    d = engine.dialect
+    binds = tuple(predictions.c[c].type.dialect_impl(d).bind_processor(d) for c in _COLUMNS)
+    return f'INSERT INTO predictions ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" * len(_COLUMNS))})', binds
+
 # %% ../nbs/11_audit.ipynb #59d24983
 def _add_caller_column(engine: sa.Engine) -> None:
     "Databases made before `predictions.caller` existed get the column (NULL for their old rows)."
@@ -50,6 +60,7 @@ class AuditLog:
         self._conn, self._closed, self._writer, self._wake = None, False, None, threading.Event()
         self.written = self.errors = self.commits = 0
         self.observers = []           # callables given the rows of each commit once it is durable (e.g. the API's metrics)
+        self._driver_sql = _driver_insert(engine)
 
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
@@ -70,8 +81,16 @@ def _connection(self: AuditLog) -> sa.Connection:
 def _insert(self: AuditLog, rows: list[dict]) -> None:
     conn = self._connection()
     try:
-        with conn.begin(): conn.execute(predictions.insert(), rows)
+        if self._driver_sql is None:
+            with conn.begin(): conn.execute(predictions.insert(), rows)
+        else:   # SQLite: the driver's executemany and commit on the same connection — one transaction, as durable
+            sql, binds = self._driver_sql
+            db = conn.connection.driver_connection
+            db.executemany(sql, [tuple(r.get(c) if f is None else f(r.get(c)) for c, f in zip(_COLUMNS, binds)) for r in rows])
+            db.commit()
     except Exception:
+        try: conn.connection.driver_connection.rollback()
+        except Exception: pass
         try: conn.close()
         except Exception: pass
         self._conn = None
@@ -146,11 +165,12 @@ def _dump(o) -> str:
 @patch
 def _rows(self: AuditLog, channel: str, model_version: str, inputs: list, outputs: list, caller: str | None) -> list[dict]:
     "The table rows of these predictions, encoded in the caller's thread (a value JSON cannot carry fails its own caller only)."
+    # `prediction` is no column: the answer's drug, for the observers (the API's metrics), which then need not parse `output`
     if channel not in CHANNELS: raise ValueError(f'channel must be one of {", ".join(CHANNELS)}, not {channel!r}')
     if len(inputs) != len(outputs): raise ValueError(f'{len(inputs)} inputs but {len(outputs)} outputs')
     at = utcnow()
-    try: return [dict(created_at=at, channel=channel, model_version=model_version, input=_dump(i), output=_dump(o), caller=caller)
-                 for i, o in zip(inputs, outputs)]
+    try: return [dict(created_at=at, channel=channel, model_version=model_version, input=_dump(i), output=_dump(o), caller=caller,
+                      prediction=o.get('prediction') if isinstance(o, dict) else None) for i, o in zip(inputs, outputs)]
     except (TypeError, ValueError) as e:
         self.errors += len(inputs)
         raise AuditError(f'a prediction could not be recorded: it cannot be encoded as JSON ({type(e).__name__}: {e})') from None
@@ -228,5 +248,6 @@ def record_frame(self: AuditLog, channel: str, model_version: str, X: pd.DataFra
     if not len(X): return
     js = lambda df: df.to_json(orient='records', lines=True, double_precision=15).rstrip('\n').split('\n')
     at = utcnow()
-    self._commit_rows([dict(created_at=at, channel=channel, model_version=model_version, input=i, output=o, caller=caller)
-                       for i, o in zip(js(X[FEATURES]), js(out))])
+    drugs = out['prediction'].tolist() if 'prediction' in out else [None] * len(out)
+    self._commit_rows([dict(created_at=at, channel=channel, model_version=model_version, input=i, output=o, caller=caller, prediction=d)
+                       for i, o, d in zip(js(X[FEATURES]), js(out), drugs)])
