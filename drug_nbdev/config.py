@@ -105,7 +105,7 @@ def _col_name(c) -> str:
     c = str(c)
     return c if len(c) <= 40 and c.isascii() and c.isprintable() else _show(c)
 
-# %% ../nbs/00_config.ipynb #fe820f34
+# %% ../nbs/00_config.ipynb #3d321569
 def _plain_floats(txt: pd.Series) -> np.ndarray:
     "Texts that are plain decimal numbers as floats: Arrow's cast (20× pandas' `astype` on Arrow strings), else pandas'."
     try:

@@ -491,8 +491,12 @@ class Staging:
         self.engine, self.conn, self.rows = engine, engine.connect(), 0
         self.dialect = engine.dialect.name
         self.name = f'stage_{uuid.uuid4().hex[:16]}'
+        # SQLite: the staged rows kept in the unique index's order as they arrive (a table that is its own index, each chunk
+        # sorted first) — no sort of the whole file before the merge (1.1 s a million rows, against 0.5 s more to insert)
+        lite = self.dialect == 'sqlite'
         self.table = sa.Table(self.name, sa.MetaData(), sa.Column('row_number', sa.Integer), sa.Column('Na_to_K', sa.Float),
-                              sa.Column('record_code', sa.Integer), prefixes=['TEMPORARY'])
+                              sa.Column('record_code', sa.Integer), *[sa.PrimaryKeyConstraint('Na_to_K', 'record_code', 'row_number')] * lite,
+                              prefixes=['TEMPORARY'], sqlite_with_rowid=not lite)
         if self.dialect == 'sqlite': self.conn.exec_driver_sql('PRAGMA cache_size = -65536')   # 64 MiB for the merge's lookups
         self.table.create(self.conn); self.conn.commit()
         self.q = lambda c: self.conn.dialect.identifier_preparer.quote(c)
@@ -523,8 +527,10 @@ def add(self, df: pd.DataFrame) -> None:
             else:                                                      # psycopg 3 (a plain postgresql:// URL)
                 with cur.copy(sql) as cp: cp.write(buf.getvalue())
     elif self.dialect == 'sqlite':
-        self.conn.exec_driver_sql(f'INSERT INTO {self.name} VALUES (?, ?, ?)',
-                                  list(zip(rows.row_number.tolist(), rows.Na_to_K.tolist(), rows.record_code.tolist())))
+        o = np.lexsort((rows.row_number.to_numpy(), rows.record_code.to_numpy(), rows.Na_to_K.to_numpy()))   # the key's order
+        self.conn.exec_driver_sql(f'INSERT INTO {self.name} (row_number, {self.q("Na_to_K")}, record_code) VALUES (?, ?, ?)',
+                                  list(zip(rows.row_number.to_numpy()[o].tolist(), rows.Na_to_K.to_numpy()[o].tolist(),
+                                           rows.record_code.to_numpy()[o].tolist())))
         # not committed chunk by chunk: a temporary table locks nothing else, and `commit` commits it once
     else:
         self.conn.execute(self.table.insert(), rows.to_dict('records')); self.conn.commit()
@@ -602,8 +608,6 @@ def commit(self, sha: str, name: str, dataset: str, fmt: str, stored_path: str) 
     record = {**_decoded_sql('t.record_code'), 'Na_to_K': f't.{nk}'}
     values = ', '.join(record[k] for k in COLUMNS)
     order = f't.{nk}, t.record_code, t.row_number'                       # = uq_patients_record's order, then the file's
-    if lite:                                                               # sorted once, before the write lock is taken
-        c.exec_driver_sql(f'CREATE INDEX {s}_order ON {s} ({nk}, record_code, row_number)')
     if c.in_transaction(): c.commit()                                      # the staged rows, committed once
     with _trusted_merge(c, lite), c.begin():
         c.execute(ingested_files.insert().values(sha256=sha, name=name[:500], dataset=dataset, format=fmt, rows=self.rows,
