@@ -505,8 +505,9 @@ class Staging:
 # %% ../nbs/03_ingest.ipynb #42d67d68
 @patch_to(Staging)
 def close(self) -> None:
-    "Drop the temporary table and give the connection back."
+    "Drop the temporary table and give the connection back (on SQLite: close it, which deletes its temporary file at once)."
     try:
+        if self.dialect == 'sqlite': self.conn.invalidate(); return   # DROP frees the table page by page: 0.9 s for 10 M rows
         if self.conn.in_transaction(): self.conn.rollback()
         self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
     except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
