@@ -105,6 +105,14 @@ def _col_name(c) -> str:
     c = str(c)
     return c if len(c) <= 40 and c.isascii() and c.isprintable() else _show(c)
 
+# %% ../nbs/00_config.ipynb #3d321569
+def _plain_floats(txt: pd.Series) -> np.ndarray:
+    "Texts that are plain decimal numbers as floats: Arrow's cast (20× pandas' `astype` on Arrow strings), else pandas'."
+    try:
+        import pyarrow as pa
+        return pa.array(txt, from_pandas=True).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except Exception: return txt.astype('float64').to_numpy()
+
 # %% ../nbs/00_config.ipynb #73ffc381
 def _fast_numbers(s: pd.Series) -> np.ndarray:
     "`s` as floats where a cell is a plain number (vectorised); NaN where the cell-by-cell check must decide."
@@ -115,7 +123,7 @@ def _fast_numbers(s: pd.Series) -> np.ndarray:
     if len(txt):
         txt = txt.str.strip()
         ok = txt.str.fullmatch(_DECIMAL.pattern).fillna(False).to_numpy(dtype=bool)
-        if ok.any(): out[s.index.get_indexer(txt.index[ok])] = txt[ok].astype('float64').to_numpy()
+        if ok.any(): out[s.index.get_indexer(txt.index[ok])] = _plain_floats(txt[ok])
     return out
 
 # %% ../nbs/00_config.ipynb #2cb25eb5
@@ -140,7 +148,8 @@ def _check_column(c: str, s: pd.Series):
         canon = np.array([v for v, _ in checked], dtype=object)
         wrong = np.array([p is not None for _, p in checked])
         for i in np.flatnonzero(wrong[codes]): bad[i] = checked[codes[i]][1]
-        res = pd.Series(canon[codes], index=s.index).astype(DTYPES[c]) if not bad else None
+        # every code is a good value's here: the canonical texts taken by code, not n objects converted one by one
+        res = pd.Series(pd.Series(list(canon[:-1]), dtype=DTYPES[c]).array.take(codes), index=s.index) if not bad else None
     return res, bad
 
 # %% ../nbs/00_config.ipynb #d3909ebe

@@ -113,8 +113,8 @@ def test_failure_between_upload_and_commit_rolls_back(env, monkeypatch):
     before = counts(engine)
     summary_before = load_summary(engine)
     real = ingest._add_to_summary
-    def fail_after_summary(conn, sha):            # everything of the file is written, then the commit never comes
-        real(conn, sha)
+    def fail_after_summary(conn, sha, *groups):   # everything of the file is written, then the commit never comes
+        real(conn, sha, *groups)
         raise RuntimeError('connection lost before commit')
     monkeypatch.setattr(ingest, '_add_to_summary', fail_after_summary)
     res = ingest_paths(CSV, store, engine)[0]
