@@ -30,8 +30,8 @@ class _Ticket:
 _COLUMNS = ('created_at', 'channel', 'model_version', 'input', 'output', 'caller')
 
 def _driver_insert(engine: sa.Engine) -> tuple | None:
-    "SQLite: the INSERT for the DB-API driver and each column's value conversion (SQLAlchemy's own); None for other databases."
-    if engine.dialect.name != 'sqlite': return None
+    "SQLite (sqlite3): the INSERT for the DB-API driver and each column's value conversion (SQLAlchemy's own); None for other drivers."
+    if (engine.dialect.name, engine.dialect.driver) != ('sqlite', 'pysqlite'): return None   # the stdlib sqlite3 module only
     d = engine.dialect
     binds = tuple(predictions.c[c].type.dialect_impl(d).bind_processor(d) for c in _COLUMNS)
     return f'INSERT INTO predictions ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" * len(_COLUMNS))})', binds
@@ -81,11 +81,12 @@ def _connection(self: AuditLog) -> sa.Connection:
 def _insert(self: AuditLog, rows: list[dict]) -> None:
     conn = self._connection()
     try:
-        if self._driver_sql is None:
+        db = conn.connection.driver_connection
+        # the driver's own transaction: not on a connection in autocommit (isolation_level None), which would commit row by row
+        if self._driver_sql is None or getattr(db, 'isolation_level', None) is None:
             with conn.begin(): conn.execute(predictions.insert(), rows)
         else:   # SQLite: the driver's executemany and commit on the same connection — one transaction, as durable
             sql, binds = self._driver_sql
-            db = conn.connection.driver_connection
             db.executemany(sql, [tuple(r.get(c) if f is None else f(r.get(c)) for c, f in zip(_COLUMNS, binds)) for r in rows])
             db.commit()
     except Exception:

@@ -501,13 +501,16 @@ class Staging:
         self.table.create(self.conn); self.conn.commit()
         self.q = lambda c: self.conn.dialect.identifier_preparer.quote(c)
         self.groups = None                      # SQLite: per summary group, aggregates of every staged row (`_staged_groups`)
+        # a connection of its own, which `close` may simply discard — not one a SingletonThreadPool/StaticPool shares
+        # (an in-memory database, `sqlite://`, lives and dies with that one connection)
+        self.private = lite and not isinstance(engine.pool, (sa.pool.SingletonThreadPool, sa.pool.StaticPool))
 
 # %% ../nbs/03_ingest.ipynb #42d67d68
 @patch_to(Staging)
 def close(self) -> None:
-    "Drop the temporary table and give the connection back (on SQLite: close it, which deletes its temporary file at once)."
+    "Drop the temporary table and give the connection back (SQLite, own connection: close it, deleting its temporary file at once)."
     try:
-        if self.dialect == 'sqlite': self.conn.invalidate(); return   # DROP frees the table page by page: 0.9 s for 10 M rows
+        if self.private: self.conn.invalidate(); return   # DROP frees the table page by page: 0.9 s for 10 M rows
         if self.conn.in_transaction(): self.conn.rollback()
         self.conn.exec_driver_sql(f'DROP TABLE IF EXISTS {self.name}'); self.conn.commit()
     except Exception: self.conn.invalidate()     # a broken connection takes its temporary table with it
@@ -553,8 +556,8 @@ def _new_groups(conn, sha: str) -> list:
 # %% ../nbs/03_ingest.ipynb #0f5d16ad
 _SORT_KIB = 8192                                    # memory for the sort of the rows that were not new
 
-def _staged_groups(conn, staged: pd.DataFrame, sources_after: int, ids_upto: int) -> list:
-    "`_new_groups` on SQLite from the `staged` aggregates (`_group_aggregates`), less the file's rows whose record was not new."
+def _staged_groups(conn, staged: pd.DataFrame, sources_after: int, ids_upto: int) -> list | None:
+    "`_new_groups` from the `staged` aggregates less the rows that were not new; None if a group has as many repeats as new rows."
     # the file's provenance rows follow rowid `sources_after`; its new records have ids above `ids_upto` (the write lock is
     # held). A row brought a new record when that record's id is new and its row number is the row's own.
     # The GROUP BY sorts those rows in memory up to the page cache's size (64 MiB on the staging connection): a file
@@ -571,6 +574,7 @@ def _staged_groups(conn, staged: pd.DataFrame, sources_after: int, ids_upto: int
     for g, r in staged.iterrows():
         key = _group_key(int(g))
         n, age_sum, nk_sum = less.get(key, (0, 0, 0.0))
+        if n and r.n > n and n >= r.n - n: return None   # mostly repeats: new = all - repeats would cancel digits of Na_to_K's sum
         if r.n > n: out.append((*key, int(r.n) - n, int(r.age_sum) - age_sum, int(r.age_min), int(r.age_max),
                                 float(r.nk_sum) - nk_sum, float(r.nk_min), float(r.nk_max)))
     return sorted(out)
@@ -601,8 +605,9 @@ def _trusted_merge(conn, on: bool):
     # patient ids read from `patients`. Checked per row, the four CHECKs cost 1.2 s and the foreign keys 0.3 s a million rows.
     # `foreign_keys` only changes outside a transaction, so this is entered before it begins.
     dbapi = conn.connection.dbapi_connection if on else None
-    if on: dbapi.execute('PRAGMA foreign_keys = OFF'); dbapi.execute('PRAGMA ignore_check_constraints = ON')
-    try: yield
+    try:
+        if on: dbapi.execute('PRAGMA foreign_keys = OFF'); dbapi.execute('PRAGMA ignore_check_constraints = ON')
+        yield
     finally:
         if on:
             try: dbapi.execute('PRAGMA ignore_check_constraints = OFF'); dbapi.execute('PRAGMA foreign_keys = ON')
