@@ -27,14 +27,14 @@ class _Ticket:
     def __init__(self, rows, waiter=None): self.rows, self.done, self.error, self.waiter = rows, threading.Event(), None, waiter
 
 # %% ../nbs/11_audit.ipynb #ae647412
-_COLUMNS = ('created_at', 'channel', 'model_version', 'input', 'output', 'caller')
+_COLUMNS = tuple(c.name for c in predictions.columns if not c.primary_key)   # what the audit writes, in the table's order
 
 def _driver_insert(engine: sa.Engine) -> tuple | None:
-    "SQLite (sqlite3): the INSERT for the DB-API driver and each column's value conversion (SQLAlchemy's own); None for other drivers."
+    "SQLite (sqlite3): SQLAlchemy's INSERT for the DB-API driver and each column's value conversion; None for other drivers."
     if (engine.dialect.name, engine.dialect.driver) != ('sqlite', 'pysqlite'): return None   # the stdlib sqlite3 module only
     d = engine.dialect
     binds = tuple(predictions.c[c].type.dialect_impl(d).bind_processor(d) for c in _COLUMNS)
-    return f'INSERT INTO predictions ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" * len(_COLUMNS))})', binds
+    return str(predictions.insert().compile(dialect=d, column_keys=_COLUMNS)), binds
 
 # %% ../nbs/11_audit.ipynb #59d24983
 def _add_caller_column(engine: sa.Engine) -> None:

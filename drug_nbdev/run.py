@@ -296,8 +296,9 @@ def _engine() -> str:
     from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
     class ThrottledSaves(NotebookExecutionManager):
+        _saved = False                                    # the first save (at start) always happens
         def save(self, **kwargs):
-            first = not getattr(self, '_saved', False)
+            first = not self._saved
             due = (self.now() - self.last_save_time).total_seconds() >= self.autosave_cell_every
             if first or due or self.end_time is not None: self._saved = True; super().save(**kwargs)
 
