@@ -36,6 +36,10 @@ def _driver_insert(engine: sa.Engine) -> tuple | None:
     binds = tuple(predictions.c[c].type.dialect_impl(d).bind_processor(d) for c in _COLUMNS)
     return str(predictions.insert().compile(dialect=d, column_keys=_COLUMNS)), binds
 
+def _params(rows: list[dict], binds: tuple) -> list[tuple]:
+    "The driver's parameters for `rows`: each column's value through its converter."
+    return [tuple(r.get(c) if f is None else f(r.get(c)) for c, f in zip(_COLUMNS, binds)) for r in rows]
+
 # %% ../nbs/11_audit.ipynb #59d24983
 def _add_caller_column(engine: sa.Engine) -> None:
     "Databases made before `predictions.caller` existed get the column (NULL for their old rows)."
@@ -44,6 +48,13 @@ def _add_caller_column(engine: sa.Engine) -> None:
         with engine.begin() as conn: conn.execute(sa.text('ALTER TABLE predictions ADD COLUMN caller VARCHAR(64)'))
     except sa.exc.DBAPIError:   # another process added it first
         if 'caller' not in {c['name'] for c in sa.inspect(engine).get_columns('predictions')}: raise
+
+# %% ../nbs/11_audit.ipynb #53449d60
+def _sqlite_file(engine: sa.Engine) -> bool:
+    "Is `engine` a SQLite database in a file (not in memory), through the stdlib `sqlite3`?"
+    db = engine.url.database or ''
+    return (engine.dialect.name, engine.dialect.driver) == ('sqlite', 'pysqlite') and db not in ('', ':memory:') \
+        and 'mode=memory' not in db and engine.url.query.get('mode') != 'memory'
 
 # %% ../nbs/11_audit.ipynb #0c392a30
 class AuditLog:
@@ -61,6 +72,8 @@ class AuditLog:
         self.written = self.errors = self.commits = 0
         self.observers = []           # callables given the rows of each commit once it is durable (e.g. the API's metrics)
         self._driver_sql = _driver_insert(engine)
+        # a lone coroutine commits on its own thread: SQLite in a file, through sqlite3, without a flush per commit
+        self._inline, self._fast = self._driver_sql is not None and self.sync == 'normal' and _sqlite_file(engine), None
 
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
@@ -87,7 +100,7 @@ def _insert(self: AuditLog, rows: list[dict]) -> None:
             with conn.begin(): conn.execute(predictions.insert(), rows)
         else:   # SQLite: the driver's executemany and commit on the same connection — one transaction, as durable
             sql, binds = self._driver_sql
-            db.executemany(sql, [tuple(r.get(c) if f is None else f(r.get(c)) for c, f in zip(_COLUMNS, binds)) for r in rows])
+            db.executemany(sql, _params(rows, binds))
             db.commit()
     except Exception:
         try: conn.connection.driver_connection.rollback()
@@ -189,15 +202,25 @@ def record(self: AuditLog, channel: str, model_version: str, inp, out, caller: s
     "Record one prediction; returns once it is committed, else raises `AuditError`."
     self.record_many(channel, model_version, [inp], [out], caller)
 
+# %% ../nbs/11_audit.ipynb #a962400f
+@patch
+def _drop_fast(self: AuditLog) -> None:
+    "Discard the inline connection (its pragmas are ours: it never goes back to the engine's pool)."
+    if self._fast is not None:
+        try: self._fast.invalidate()
+        except Exception: pass
+        self._fast = None
+
 # %% ../nbs/11_audit.ipynb #8e836f7e
 @patch
 def close(self: AuditLog) -> None:
-    "Close the audit's connection (after the commit under way); later calls to `record` raise `AuditError`."
+    "Close the audit's connections (after the commit under way); later calls to `record` raise `AuditError`."
     if self._closed: return
     self._closed = True
     self._wake.set()                  # the writer thread (if any) fails what still waits, then ends
     with self._leader:
         if self._conn is not None: self._conn.close(); self._conn = None
+        self._drop_fast()
     if self._writer is not None: self._writer.join(self.timeout)
 
 # %% ../nbs/11_audit.ipynb #ef9a5176
@@ -222,12 +245,46 @@ def _start_writer(self: AuditLog) -> None:
         self._writer = threading.Thread(target=self._write_waiting, name='drug-nbdev-audit', daemon=True)
     self._writer.start()
 
+# %% ../nbs/11_audit.ipynb #e9f01f32
+@patch
+def _fast_connection(self: AuditLog):
+    "The inline commit's own sqlite3 connection (WAL, `synchronous` as set, busy timeout 0); None when the file is not in WAL mode."
+    if self._fast is None:
+        self._connection()                         # the file is in WAL mode once the audit's connection is open
+        raw = self.engine.raw_connection()
+        db = raw.driver_connection
+        for pragma in ('busy_timeout=0', f'synchronous={self.sync.upper()}'): db.execute(f'PRAGMA {pragma}')
+        if db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal': raw.invalidate(); self._inline = False; return None
+        self._fast = raw
+    return self._fast.driver_connection
+
+
+# %% ../nbs/11_audit.ipynb #10e93e92
+@patch
+def _commit_inline(self: AuditLog, rows: list[dict]) -> bool:
+    "Commit `rows` in this thread if nobody waits or commits and the database takes them at once; False: queue them instead."
+    if not self._inline or self._pending or not self._leader.acquire(blocking=False): return False
+    try:
+        if self._closed: return False
+        try:
+            db = self._fast_connection()
+            if db is None: return False
+            db.executemany(self._driver_sql[0], _params(rows, self._driver_sql[1])); db.commit()
+        except Exception:        # locked by another writer, or any other failure: the writer thread takes the rows
+            try: self._fast.driver_connection.rollback()
+            except Exception: self._drop_fast()
+            return False
+        self.written += len(rows); self.commits += 1
+        return True
+    finally: self._leader.release()
+
 # %% ../nbs/11_audit.ipynb #b681ff89
 @patch
 async def record_async(self: AuditLog, channel: str, model_version: str, inp, out, caller: str | None = None) -> None:
-    "Record one prediction from a coroutine: awaits its commit without blocking the event loop, else raises `AuditError`."
+    "Record one prediction from a coroutine: committed inline when alone, else awaited without blocking the loop; `AuditError` on failure."
     rows = self._rows(channel, model_version, [inp], [out], caller)
     if self._closed: raise AuditError('a prediction could not be recorded: the audit log is closed')
+    if self._commit_inline(rows): return self._notify(rows)    # nobody to share a commit with: no thread hop
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     with self._pending_lock: self._pending.append(_Ticket(rows, (loop, done)))
