@@ -4,15 +4,16 @@
 
 # %% ../nbs/09_explain.ipynb #e7b3d00f
 from __future__ import annotations
-import threading, weakref
+import bisect, itertools, threading, weakref
 import numpy as np, pandas as pd
 from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, TARGET, ContractError, validate_frame
 from .testing import synthetic_patients
 
 # %% auto #0
 __all__ = ['split_pipeline', 'transform_features', 'feature_groups', 'encode_frame', 'encode_record', 'affine_encoding',
-           'TreeShap', 'tree_shap', 'permutation_contributions', 'contributions', 'factors_from', 'top_factors',
-           'class_importance', 'plot_class_importance', 'plot_beeswarm', 'held_out', 'permutation_table']
+           'shap_tables', 'table_contributions', 'threshold_rows', 'TreeShap', 'tree_shap', 'permutation_contributions',
+           'contributions', 'factors_from', 'top_factors', 'class_importance', 'plot_class_importance', 'plot_beeswarm',
+           'held_out', 'permutation_table']
 
 # %% ../nbs/09_explain.ipynb #1f9a219f
 def split_pipeline(estimator) -> tuple[list, object]:
@@ -74,6 +75,103 @@ def affine_encoding(steps: list) -> dict | None:
     except Exception: exact = False
     return enc if exact else None
 
+# %% ../nbs/09_explain.ipynb #42f87111
+def _bin_values(thr: np.ndarray) -> np.ndarray:
+    "One value strictly inside each bin of sorted thresholds `thr` (x <= t goes left): below, between and above them."
+    if not len(thr): return np.zeros(1)
+    return np.concatenate([[thr[0] - 1], (thr[:-1] + thr[1:]) / 2, [thr[-1] + 1]])
+
+# %% ../nbs/09_explain.ipynb #f54a6fe8
+def _combo_key(cells: np.ndarray) -> bytes:
+    "The bytes that identify one row's categorical columns, as the trees see them (float32, no negative zero)."
+    return (cells.astype(np.float32) + np.float32(0)).tobytes()
+
+# %% ../nbs/09_explain.ipynb #16c1fb04
+def shap_tables(final, # the pipeline's final estimator
+                groups: np.ndarray, # `feature_groups` of its input columns
+                enc: dict | None # the steps' `affine_encoding`
+               ) -> dict | None:
+    "Per-tree lookup tables of a forest's exact path-dependent SHAP values on the five fields, or None where they do not apply."
+    import shap
+    from sklearn.ensemble import RandomForestClassifier, ExtraTreesClassifier
+    from sklearn.tree import DecisionTreeClassifier
+    if enc is None or type(final) not in (RandomForestClassifier, ExtraTreesClassifier) or final.n_outputs_ != 1: return None
+    trees = final.estimators_
+    if not trees or not all(isinstance(t, DecisionTreeClassifier) for t in trees): return None
+    cols, m = [np.flatnonzero(enc['slope'][c]) for c in NUMERIC], len(enc['t0'])
+    if any(len(k) != 1 for k in cols) or final.n_features_in_ != m or groups.shape[0] != m: return None
+    cols = [int(k[0]) for k in cols]                     # each number moves one column of its own
+    if len(set(cols)) != len(cols): return None
+    others = np.array([j for j in range(m) if j not in cols])
+    K = np.array([enc['t0'] + sum(enc['cat'][c][v] for c, v in zip(CATEGORICAL, combo))
+                  for combo in itertools.product(*(CATEGORIES[c] for c in CATEGORICAL))])
+    keys = {_combo_key(K[k, others]): k for k in range(len(K))}
+    if len(keys) != len(K): return None                  # two combinations the trees could not tell apart
+    thr = [[np.unique(t.tree_.threshold[t.tree_.feature == j]) for j in cols] for t in trees]
+    cuts = [np.unique(np.concatenate([th[i] for th in thr])) for i in range(len(cols))]   # all trees' thresholds on a number
+    sizes = np.array([[len(v) + 1 for v in th] for th in thr])                            # (trees, numbers): bins per tree
+    after = np.array([[int(np.prod(s[i + 1:])) for i in range(len(cols))] for s in sizes])
+    # a number with g of the forest's cuts below it has, in each tree, that tree's thresholds <= cut g-1 below it
+    shift = [np.vstack([np.zeros((1, len(trees)), dtype=np.int64),
+                        np.array([np.searchsorted(th[i], cuts[i], side='right') for th in thr]).T * after[:, i]])
+             for i in range(len(cols))]
+    tables = []
+    for tree, th in zip(trees, thr):
+        vals = [_bin_values(v) for v in th]
+        grid = np.array(list(itertools.product(range(len(K)), *(range(len(v)) for v in vals))))   # the tree's cells, in order
+        X = K[grid[:, 0]]
+        for i, j in enumerate(cols): X[:, j] = vals[i][grid[:, 1 + i]]
+        X32 = X.astype(np.float32).astype(float)         # what the tree (and shap) compares with its thresholds
+        if not all(np.array_equal((th[i][None, :] < X32[:, [j]]).sum(1), grid[:, 1 + i]) for i, j in enumerate(cols)):
+            return None                                  # a representative outside its bin: no table rather than a wrong one
+        sv = shap.TreeExplainer(tree).shap_values(X, check_additivity=False)
+        sv = np.stack(sv, axis=-1) if isinstance(sv, list) else np.asarray(sv)
+        tables.append(np.einsum('nmc,mf->nfc', sv, groups) / len(trees))
+    stride = sizes.prod(axis=1)
+    offset = np.concatenate([[0], np.cumsum(len(K) * stride)[:-1]])
+    return dict(keys=keys, combos=K, others=others, cols=cols, cuts=[c.tolist() for c in cuts], shift=shift,
+                base=offset[None, :] + np.arange(len(K))[:, None] * stride[None, :], table=np.concatenate(tables))
+
+# %% ../nbs/09_explain.ipynb #ea6532d6
+def table_contributions(tables: dict, # from `shap_tables`
+                        Xt: np.ndarray # encoded rows
+                       ) -> np.ndarray | None:
+    "`shap_tables`' SHAP values of encoded rows `Xt`: shape (rows, FEATURES, classes); None when a row is not in the tables."
+    X32 = np.asarray(Xt, dtype=float).astype(np.float32)
+    combo = [tables['keys'].get(_combo_key(r)) for r in X32[:, tables['others']]]
+    if None in combo or not np.isfinite(X32).all(): return None
+    if len(X32) == 1:                     # one patient (the API): bisect on plain lists is the fastest search
+        x, cell = X32[0], tables['base'][combo[0]]
+        for j, cuts, shift in zip(tables['cols'], tables['cuts'], tables['shift']):
+            cell = cell + shift[bisect.bisect_left(cuts, float(x[j]))]
+        return tables['table'][cell].sum(axis=0)[None]
+    cell = tables['base'][combo]
+    for j, cuts, shift in zip(tables['cols'], tables['cuts'], tables['shift']):
+        cell = cell + shift[np.searchsorted(cuts, X32[:, j].astype(float), side='left')]
+    return np.stack([tables['table'][c].sum(axis=0) for c in cell])
+
+# %% ../nbs/09_explain.ipynb #04386235
+def threshold_rows(tables: dict, # from `shap_tables`
+                   seed: int = 0, # seed of the categories and of the other number
+                   on: bool = True # also the thresholds themselves (as float64; as float32 each is one of its neighbours)
+                  ) -> np.ndarray:
+    "Encoded rows whose numbers sit on the forest's thresholds and on the float32 values just below and just above them."
+    rng, cols, near = np.random.default_rng(seed), tables['cols'], []
+    for cuts in tables['cuts']:
+        c = np.asarray(cuts, dtype=float)
+        c32 = c.astype(np.float32)
+        below = np.where(c32.astype(float) <= c, c32, np.nextafter(c32, np.float32(-np.inf))).astype(float)
+        above = np.where(c32.astype(float) > c, c32, np.nextafter(c32, np.float32(np.inf))).astype(float)
+        near.append(np.concatenate([c, below, above] if on else [below, above]))
+    out = []
+    for i, j in enumerate(cols):
+        X = tables['combos'][rng.integers(len(tables['combos']), size=len(near[i]))]
+        X[:, j] = near[i]
+        for k, jj in enumerate(cols):
+            if k != i: X[:, jj] = rng.choice(near[k], size=len(X)) if len(near[k]) else 0.0
+        out.append(X)
+    return np.vstack(out)
+
 # %% ../nbs/09_explain.ipynb #02a00bfe
 class TreeShap:
     "An exact SHAP explainer for a pipeline whose final estimator is a tree model, reporting on the five raw FEATURES."
@@ -87,9 +185,21 @@ class TreeShap:
         self.explainer = shap.TreeExplainer(self.final)
         self.expected = np.atleast_1d(np.asarray(self.explainer.expected_value, dtype=float))
         self.encoding = affine_encoding(self.steps)
+        self.tables = None       # shap answers until the lookup tables are built and checked
         sample = synthetic_patients(50, seed=1, spread='contract')[FEATURES]
         proba = estimator.predict_proba(sample)
         self.proba_exact = bool(np.allclose(self.proba(self.encode(sample)), proba, atol=1e-7))
+        if self.proba_exact: self.tables = self._checked_tables(sample)
+
+    def _checked_tables(self, sample: pd.DataFrame) -> dict | None:
+        "`shap_tables` when they apply and equal shap's values on `sample` and either side of every threshold; else None."
+        try:
+            tables = shap_tables(self.final, self.groups, self.encoding)
+            if tables is None: return None
+            X = np.vstack([self.encode(sample), threshold_rows(tables, on=False)])
+            got = table_contributions(tables, X)
+            return tables if got is not None and np.allclose(got, self._shap(X), rtol=0, atol=1e-12) else None
+        except Exception: return None   # anything unexpected: shap, as before
 
     def encode(self, X: pd.DataFrame) -> np.ndarray:
         "Canonical patients as the final estimator's input matrix."
@@ -101,6 +211,13 @@ class TreeShap:
 
     def contributions(self, Xt: np.ndarray) -> np.ndarray:
         "SHAP values of encoded rows summed back to the five fields: shape (rows, FEATURES, classes)."
+        if self.tables is not None:
+            c = table_contributions(self.tables, Xt)
+            if c is not None: return c
+        return self._shap(Xt)
+
+    def _shap(self, Xt: np.ndarray) -> np.ndarray:
+        "`contributions` by shap's TreeExplainer."
         sv = self.explainer.shap_values(Xt, check_additivity=False)
         sv = np.stack(sv, axis=-1) if isinstance(sv, list) else np.asarray(sv)
         if sv.ndim == 2: sv = sv[:, :, None]
