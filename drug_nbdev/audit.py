@@ -5,7 +5,6 @@
 # %% ../nbs/11_audit.ipynb #360a6608
 from __future__ import annotations
 import asyncio, json, sys, threading
-from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 from fastcore.basics import patch
@@ -13,7 +12,7 @@ from .config import FEATURES, get_settings, utcnow
 from .db import metadata, predictions
 
 # %% auto #0
-__all__ = ['CHANNELS', 'CHECKPOINT_EVERY', 'WAL_RESTART_BYTES', 'AuditError', 'AuditLog']
+__all__ = ['CHANNELS', 'AuditError', 'AuditLog']
 
 # %% ../nbs/11_audit.ipynb #b3708099
 CHANNELS = ('api', 'batch', 'query', 'form')
@@ -75,7 +74,6 @@ class AuditLog:
         self._driver_sql = _driver_insert(engine)
         # a lone coroutine commits on its own thread: SQLite in a file, through sqlite3, without a flush per commit
         self._inline, self._fast = self._driver_sql is not None and self.sync == 'normal' and _sqlite_file(engine), None
-        self._checkpointer, self._checkpoint_wake, self._since_checkpoint, self.checkpoints = None, threading.Event(), 0, 0
 
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
@@ -220,7 +218,6 @@ def close(self: AuditLog) -> None:
     if self._closed: return
     self._closed = True
     self._wake.set()                  # the writer thread (if any) fails what still waits, then ends
-    self._checkpoint_wake.set()       # the checkpoint thread (if any) ends
     with self._leader:
         if self._conn is not None: self._conn.close(); self._conn = None
         self._drop_fast()
@@ -251,45 +248,16 @@ def _start_writer(self: AuditLog) -> None:
 # %% ../nbs/11_audit.ipynb #e9f01f32
 @patch
 def _fast_connection(self: AuditLog):
-    "The inline commit's own sqlite3 connection (WAL, `synchronous` as set, busy timeout 0, no checkpoints); None when not in WAL mode."
+    "The inline commit's own sqlite3 connection (WAL, `synchronous` as set, busy timeout 0); None when the file is not in WAL mode."
     if self._fast is None:
         self._connection()                         # the file is in WAL mode once the audit's connection is open
         raw = self.engine.raw_connection()
         db = raw.driver_connection
-        for pragma in ('busy_timeout=0', f'synchronous={self.sync.upper()}', 'wal_autocheckpoint=0'): db.execute(f'PRAGMA {pragma}')
+        for pragma in ('busy_timeout=0', f'synchronous={self.sync.upper()}'): db.execute(f'PRAGMA {pragma}')
         if db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal': raw.invalidate(); self._inline = False; return None
         self._fast = raw
     return self._fast.driver_connection
 
-
-# %% ../nbs/11_audit.ipynb #2ff9c9a1
-CHECKPOINT_EVERY = 256             # inline commits between two background checkpoints (a one-row commit adds ~3 WAL pages)
-WAL_RESTART_BYTES = 64 << 20       # a WAL file this large gets a RESTART checkpoint (writers wait for it once)
-
-@patch
-def _count_commit(self: AuditLog) -> None:
-    "After an inline commit (the commit lock held): every `CHECKPOINT_EVERY` of them, wake the checkpoint thread."
-    self._since_checkpoint += 1
-    if self._since_checkpoint < CHECKPOINT_EVERY: return
-    self._since_checkpoint = 0
-    if self._checkpointer is None:
-        self._checkpointer = threading.Thread(target=self._checkpoint_waiting, name='drug-nbdev-checkpoint', daemon=True)
-        self._checkpointer.start()
-    self._checkpoint_wake.set()
-
-@patch
-def _checkpoint_waiting(self: AuditLog) -> None:
-    "The checkpoint thread: whenever woken, checkpoint the WAL on a connection of its own; ends after `close`."
-    wal = Path(self.engine.url.database).with_name(Path(self.engine.url.database).name + '-wal')
-    while True:
-        self._checkpoint_wake.wait(); self._checkpoint_wake.clear()
-        if self._closed: return
-        try:
-            mode = 'RESTART' if wal.exists() and wal.stat().st_size > WAL_RESTART_BYTES else 'PASSIVE'
-            with self.engine.connect() as c: c.exec_driver_sql(f'PRAGMA wal_checkpoint({mode})')
-            self.checkpoints += 1
-        except Exception as e:   # the WAL keeps every row meanwhile: the next checkpoint tries again
-            print(f'audit log: checkpoint failed: {type(e).__name__}: {e}', file=sys.stderr)
 
 # %% ../nbs/11_audit.ipynb #10e93e92
 @patch
@@ -306,7 +274,7 @@ def _commit_inline(self: AuditLog, rows: list[dict]) -> bool:
             try: self._fast.driver_connection.rollback()
             except Exception: self._drop_fast()
             return False
-        self.written += len(rows); self.commits += 1; self._count_commit()
+        self.written += len(rows); self.commits += 1
         return True
     finally: self._leader.release()
 
