@@ -6,9 +6,11 @@ connection per client thread). Every answer waits for its audit row to be commit
 chooses SQLite's durability: `full` flushes the disk at each group commit, `normal` survives a crash of
 the process but not of the machine). The load average is printed: on a shared machine it explains
 much of the spread; so is the server's CPU time per request (from /proc), which other processes on the
-machine change much less than they change the wall-clock numbers. Patients are drawn at random (the one-client run sees each
+machine change much less than they change the wall-clock numbers. Patients are drawn at random (each one-client run sees each
 patient once, so none of its answers comes from the cache) unless
---same is given. Prints numbers; it is not a test.
+--same is given. One client is measured in --runs runs of --requests requests with httpx (what a Python caller
+sees), then with Python's stdlib http.client (a lean client),
+then for --seconds with one wrk connection (a C client, sending each request the moment the last answer arrives). Prints numbers; it is not a test.
 
 With many clients the httpx client is the bottleneck, not the server: one Python process whose threads share the
 GIL spends about 800 us of CPU per request at 32 clients, against the server's ~350 us, on the same 2 cores — so
@@ -19,7 +21,7 @@ judged on wrk's figure, and both are printed. The httpx runs cycle through 5,000
 the server's answer cache answers them (as in the figure the project's goal was first stated against); wrk runs
 those 5,000 patients too, then 40,000 patients the server has not seen, where each answer costs a TreeSHAP call.
 
-    .venv/bin/python bench/bench_api.py [--requests 2000] [--seconds 5] [--trees 100] [--same] [--audit-sync normal]
+    .venv/bin/python bench/bench_api.py [--requests 2000] [--runs 3] [--seconds 5] [--trees 100] [--same] [--audit-sync normal]
 """
 import argparse, os, shutil, socket, subprocess, sys, threading, time
 import httpx, numpy as np
@@ -57,6 +59,21 @@ def latency(url: str, bodies: list[dict]) -> np.ndarray:
         for b in bodies:
             t0 = time.perf_counter(); r = c.post('/predict', json=b); out.append(time.perf_counter() - t0)
             assert r.status_code == 200, r.text
+    return 1e3 * np.array(out)
+
+
+def latency_stdlib(url: str, bodies: list[dict]) -> np.ndarray:
+    "Milliseconds per POST /predict from Python's own http.client on one keep-alive connection (a lean client: ~0.1 ms of its own)."
+    import http.client, json
+    from urllib.parse import urlsplit
+    u = urlsplit(url); c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    hdr, out = {'Content-Type': 'application/json'}, []
+    try:
+        for i, b in enumerate([json.dumps(b) for b in bodies[:50]] + [json.dumps(b) for b in bodies]):
+            t0 = time.perf_counter(); c.request('POST', '/predict', b, hdr); r = c.getresponse(); r.read()
+            if i >= 50: out.append(time.perf_counter() - t0)    # the first 50 warm up (and repeat patients of the list)
+            assert r.status == 200, r.status
+    finally: c.close()
     return 1e3 * np.array(out)
 
 
@@ -104,6 +121,7 @@ def wrk_throughput(url: str, clients: int, seconds: float, bodies: list[dict]) -
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--requests', type=int, default=2000, help='sequential requests for the latency run')
+    ap.add_argument('--runs', type=int, default=3, help='one-client latency runs (each with patients not seen before)')
     ap.add_argument('--seconds', type=float, default=5, help='duration of each throughput run')
     ap.add_argument('--trees', type=int, default=100, help='trees in the served forest')
     ap.add_argument('--same', action='store_true', help='always send the same patient (answer cache hits)')
@@ -125,15 +143,26 @@ def main():
             if proc.poll() is not None or time.monotonic() > end: sys.exit('the server did not start')
             time.sleep(0.2)
         bodies = patients(max(a.requests, 5000), a.same)
-        cpu0 = cpu_seconds(proc.pid)
-        lat = latency(url, bodies[:a.requests])
-        cpu1 = cpu_seconds(proc.pid)
         kind = 'the same patient' if a.same else 'random patients'
         print(f'/predict, {a.trees}-tree forest, {kind}, one uvicorn worker, {os.cpu_count()} cores (clients share them), '
               f'audit committed before each answer (SQLite synchronous={(a.audit_sync or "normal").upper()}), '
               f'load average {os.getloadavg()[0]:.2f} at start')
-        print(f'  1 client, {len(lat)} sequential requests: p50 {np.percentile(lat, 50):.2f} ms, '
-              f'p99 {np.percentile(lat, 99):.2f} ms, mean {lat.mean():.2f} ms{per_request_us(cpu0, cpu1, len(lat) + 50)}')
+        for run in range(a.runs):   # a shared machine's noise moves p99 from run to run: several runs show the spread
+            some = bodies[:a.requests] if run == 0 else patients(a.requests, a.same, seed=10 + run)
+            cpu0 = cpu_seconds(proc.pid)
+            lat = latency(url, some)
+            cpu1 = cpu_seconds(proc.pid)
+            print(f'  1 client (httpx), run {run + 1}, {len(lat)} sequential requests: p50 {np.percentile(lat, 50):.2f} ms, '
+                  f'p99 {np.percentile(lat, 99):.2f} ms, mean {lat.mean():.2f} ms{per_request_us(cpu0, cpu1, len(lat) + 50)}, '
+                  f'load {os.getloadavg()[0]:.2f}')
+        for run in range(a.runs):
+            lat = latency_stdlib(url, patients(a.requests, a.same, seed=20 + run))
+            print(f'  1 client (http.client), run {run + 1}, {len(lat)} sequential requests: p50 {np.percentile(lat, 50):.2f} ms, '
+                  f'p99 {np.percentile(lat, 99):.2f} ms, mean {lat.mean():.2f} ms, load {os.getloadavg()[0]:.2f}')
+        if shutil.which('wrk') is not None:   # the same with a C client: the server's latency without httpx's own ~0.4 ms
+            rps, total, bad, pct = wrk_throughput(url, 1, a.seconds, patients(20_000, a.same, seed=3))
+            print(f'  1 wrk connection for {a.seconds:g} s, new patients: {rps:,.0f} requests/s ({total - bad} answered 200, '
+                  f'{bad} other; latency {pct})')
         for n in (8, 32):
             cpu0 = cpu_seconds(proc.pid)
             rps, ok, bad = throughput(url, n, a.seconds, bodies)
