@@ -10,10 +10,10 @@ from .config import FEATURES, NUMERIC, CATEGORICAL, CATEGORIES, TARGET, Contract
 from .testing import synthetic_patients
 
 # %% auto #0
-__all__ = ['split_pipeline', 'transform_features', 'feature_groups', 'encode_frame', 'encode_record', 'affine_encoding',
-           'shap_tables', 'table_contributions', 'threshold_rows', 'TreeShap', 'tree_shap', 'permutation_contributions',
-           'contributions', 'factors_from', 'top_factors', 'class_importance', 'plot_class_importance', 'plot_beeswarm',
-           'held_out', 'permutation_table']
+__all__ = ['MAX_TABLE_BYTES', 'split_pipeline', 'transform_features', 'feature_groups', 'encode_frame', 'encode_record',
+           'affine_encoding', 'shap_tables', 'table_contributions', 'threshold_rows', 'TreeShap', 'tree_shap',
+           'permutation_contributions', 'contributions', 'factors_from', 'top_factors', 'class_importance',
+           'plot_class_importance', 'plot_beeswarm', 'held_out', 'permutation_table']
 
 # %% ../nbs/09_explain.ipynb #1f9a219f
 def split_pipeline(estimator) -> tuple[list, object]:
@@ -76,10 +76,16 @@ def affine_encoding(steps: list) -> dict | None:
     return enc if exact else None
 
 # %% ../nbs/09_explain.ipynb #42f87111
-def _bin_values(thr: np.ndarray) -> np.ndarray:
-    "One value strictly inside each bin of sorted thresholds `thr` (x <= t goes left): below, between and above them."
-    if not len(thr): return np.zeros(1)
-    return np.concatenate([[thr[0] - 1], (thr[:-1] + thr[1:]) / 2, [thr[-1] + 1]])
+MAX_TABLE_BYTES = 64 << 20     # larger tables (a forest grown on much more data) are not built: shap answers instead
+
+def _bin_values(thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "A value in each bin of sorted thresholds `thr` as the trees see it (float32; x <= t goes left), and whether the bin holds any."
+    if not len(thr): return np.zeros(1), np.ones(1, dtype=bool)
+    t32 = thr.astype(np.float32)
+    first = np.where(t32.astype(float) <= thr, t32, np.nextafter(t32, np.float32(-np.inf)))[:1]   # the largest float32 <= thr[0]
+    above = np.where(t32.astype(float) > thr, t32, np.nextafter(t32, np.float32(np.inf)))         # the smallest float32 > each
+    # two thresholds with no float32 between them (sklearn splits at midpoints of float32 values) leave an empty bin
+    return np.concatenate([first, above]).astype(float), np.concatenate([[True], above[:-1].astype(float) <= thr[1:], [True]])
 
 # %% ../nbs/09_explain.ipynb #f54a6fe8
 def _combo_key(cells: np.ndarray) -> bytes:
@@ -89,7 +95,8 @@ def _combo_key(cells: np.ndarray) -> bytes:
 # %% ../nbs/09_explain.ipynb #16c1fb04
 def shap_tables(final, # the pipeline's final estimator
                 groups: np.ndarray, # `feature_groups` of its input columns
-                enc: dict | None # the steps' `affine_encoding`
+                enc: dict | None, # the steps' `affine_encoding`
+                max_bytes: int = MAX_TABLE_BYTES # no tables larger than this
                ) -> dict | None:
     "Per-tree lookup tables of a forest's exact path-dependent SHAP values on the five fields, or None where they do not apply."
     import shap
@@ -110,6 +117,7 @@ def shap_tables(final, # the pipeline's final estimator
     thr = [[np.unique(t.tree_.threshold[t.tree_.feature == j]) for j in cols] for t in trees]
     cuts = [np.unique(np.concatenate([th[i] for th in thr])) for i in range(len(cols))]   # all trees' thresholds on a number
     sizes = np.array([[len(v) + 1 for v in th] for th in thr])                            # (trees, numbers): bins per tree
+    if int((len(K) * sizes.prod(axis=1)).sum()) * len(FEATURES) * len(final.classes_) * 8 > max_bytes: return None
     after = np.array([[int(np.prod(s[i + 1:])) for i in range(len(cols))] for s in sizes])
     # a number with g of the forest's cuts below it has, in each tree, that tree's thresholds <= cut g-1 below it
     shift = [np.vstack([np.zeros((1, len(trees)), dtype=np.int64),
@@ -117,12 +125,13 @@ def shap_tables(final, # the pipeline's final estimator
              for i in range(len(cols))]
     tables = []
     for tree, th in zip(trees, thr):
-        vals = [_bin_values(v) for v in th]
+        vals, reach = zip(*(_bin_values(v) for v in th))
         grid = np.array(list(itertools.product(range(len(K)), *(range(len(v)) for v in vals))))   # the tree's cells, in order
         X = K[grid[:, 0]]
         for i, j in enumerate(cols): X[:, j] = vals[i][grid[:, 1 + i]]
-        X32 = X.astype(np.float32).astype(float)         # what the tree (and shap) compares with its thresholds
-        if not all(np.array_equal((th[i][None, :] < X32[:, [j]]).sum(1), grid[:, 1 + i]) for i, j in enumerate(cols)):
+        live = np.logical_and.reduce([reach[i][grid[:, 1 + i]] for i in range(len(cols))])    # cells no input can reach stay unchecked
+        X32 = X[live].astype(np.float32).astype(float)   # what the tree (and shap) compares with its thresholds
+        if not all(np.array_equal((th[i][None, :] < X32[:, [j]]).sum(1), grid[live, 1 + i]) for i, j in enumerate(cols)):
             return None                                  # a representative outside its bin: no table rather than a wrong one
         sv = shap.TreeExplainer(tree).shap_values(X, check_additivity=False)
         sv = np.stack(sv, axis=-1) if isinstance(sv, list) else np.asarray(sv)
