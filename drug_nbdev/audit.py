@@ -54,7 +54,7 @@ def _sqlite_file(engine: sa.Engine) -> bool:
     "Is `engine` a SQLite database in a file (not in memory), through the stdlib `sqlite3`?"
     db = engine.url.database or ''
     return (engine.dialect.name, engine.dialect.driver) == ('sqlite', 'pysqlite') and db not in ('', ':memory:') \
-        and 'mode=memory' not in db and engine.url.query.get('mode') != 'memory'
+        and not db.startswith('file:') and engine.url.query.get('mode') != 'memory'
 
 # %% ../nbs/11_audit.ipynb #0c392a30
 class AuditLog:
@@ -73,7 +73,7 @@ class AuditLog:
         self.observers = []           # callables given the rows of each commit once it is durable (e.g. the API's metrics)
         self._driver_sql = _driver_insert(engine)
         # a lone coroutine commits on its own thread: SQLite in a file, through sqlite3, without a flush per commit
-        self._inline, self._fast = self._driver_sql is not None and self.sync == 'normal' and _sqlite_file(engine), None
+        self._inline, self._fast, self._wal = self._driver_sql is not None and self.sync == 'normal' and _sqlite_file(engine), None, False
 
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
@@ -85,6 +85,7 @@ def _connection(self: AuditLog) -> sa.Connection:
             try: conn.exec_driver_sql('PRAGMA journal_mode=WAL')
             except sa.exc.DBAPIError: pass    # another connection holds a lock: keep the journal mode the file has
             conn.exec_driver_sql(f'PRAGMA synchronous={self.sync.upper()}')
+            self._wal = conn.exec_driver_sql('PRAGMA journal_mode').scalar() == 'wal'   # the inline commit needs WAL
             conn.commit()
         self._conn = conn
     return self._conn
@@ -205,9 +206,9 @@ def record(self: AuditLog, channel: str, model_version: str, inp, out, caller: s
 # %% ../nbs/11_audit.ipynb #a962400f
 @patch
 def _drop_fast(self: AuditLog) -> None:
-    "Discard the inline connection (its pragmas are ours: it never goes back to the engine's pool)."
+    "Close the inline connection (a plain sqlite3 connection of its own, never the engine's pool's)."
     if self._fast is not None:
-        try: self._fast.invalidate()
+        try: self._fast.close()
         except Exception: pass
         self._fast = None
 
@@ -247,17 +248,17 @@ def _start_writer(self: AuditLog) -> None:
 
 # %% ../nbs/11_audit.ipynb #e9f01f32
 @patch
-def _fast_connection(self: AuditLog):
-    "The inline commit's own sqlite3 connection (WAL, `synchronous` as set, busy timeout 0); None when the file is not in WAL mode."
+def _fast_connection(self: AuditLog) -> sqlite3.Connection | None:
+    "The inline commit's own sqlite3 connection (busy timeout 0, `synchronous` as set); None until the file is known to be in WAL mode."
     if self._fast is None:
-        self._connection()                         # the file is in WAL mode once the audit's connection is open
-        raw = self.engine.raw_connection()
-        db = raw.driver_connection
-        for pragma in ('busy_timeout=0', f'synchronous={self.sync.upper()}'): db.execute(f'PRAGMA {pragma}')
-        if db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal': raw.invalidate(); self._inline = False; return None
-        self._fast = raw
-    return self._fast.driver_connection
-
+        if not self._wal: return None             # the writer's connection sets WAL mode (and may wait): the loop never does
+        db = sqlite3.connect(self.engine.url.database, timeout=0, isolation_level='DEFERRED', check_same_thread=False)
+        try:   # none of this waits: with timeout 0 a lock held elsewhere fails at once
+            db.execute(f'PRAGMA synchronous={self.sync.upper()}')
+            if db.execute('PRAGMA journal_mode').fetchone()[0] != 'wal': self._wal = False; db.close(); return None
+        except BaseException: db.close(); raise
+        self._fast = db
+    return self._fast
 
 # %% ../nbs/11_audit.ipynb #10e93e92
 @patch
@@ -270,9 +271,10 @@ def _commit_inline(self: AuditLog, rows: list[dict]) -> bool:
             db = self._fast_connection()
             if db is None: return False
             db.executemany(self._driver_sql[0], _params(rows, self._driver_sql[1])); db.commit()
-        except Exception:        # locked by another writer, or any other failure: the writer thread takes the rows
-            try: self._fast.driver_connection.rollback()
-            except Exception: self._drop_fast()
+        except BaseException as e:   # locked by another writer, or any other failure: the writer thread takes the rows
+            try: self._fast.rollback()
+            except BaseException: self._drop_fast()
+            if not isinstance(e, Exception): raise   # an interrupt: nothing committed, nothing half-open
             return False
         self.written += len(rows); self.commits += 1
         return True
