@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_audit.ipynb #360a6608
 from __future__ import annotations
-import asyncio, json, sys, threading
+import asyncio, json, sqlite3, sys, threading
 import pandas as pd
 import sqlalchemy as sa
 from fastcore.basics import patch
