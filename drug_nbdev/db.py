@@ -11,7 +11,7 @@ from .config import get_settings
 
 # %% auto #0
 __all__ = ['metadata', 'ingested_files', 'patients', 'patient_sources', 'drug_summary', 'predictions', 'refresh_summary',
-           'get_engine']
+           'sqlite_file', 'get_engine']
 
 # %% ../nbs/02_db.ipynb #ac6ede3f
 metadata = sa.MetaData()
@@ -81,14 +81,18 @@ def refresh_summary(conn) -> None:
 def _sqlite_pragmas(dbapi_conn, _):
     cur = dbapi_conn.cursor(); cur.execute('PRAGMA foreign_keys=ON'); cur.close()
 
+def sqlite_file(url) -> bool:
+    "Is `url` a SQLite database in a file of its own (not in memory, not a `file:` URI)?"
+    u = sa.engine.make_url(url)
+    return u.get_backend_name() == 'sqlite' and bool(u.database) and u.database != ':memory:' and not u.database.startswith('file:')
+
 def get_engine(url: str | None = None) -> sa.Engine:
     "An engine for `url` (default: the `DRUG_NBDEV_DB_URL` setting) with the schema created."
     u = sa.engine.make_url(url or get_settings().db_url)
     kw = {}
     if u.get_backend_name() == 'sqlite':
         kw['connect_args'] = {'timeout': 60}
-        if u.database and u.database != ':memory:' and not u.database.startswith('file:'):
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if sqlite_file(u): Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(u, **kw)
     if u.get_backend_name() == 'sqlite': sa.event.listen(engine, 'connect', _sqlite_pragmas)
     for attempt in range(5):
