@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 from fastcore.basics import patch
 from .config import FEATURES, get_settings, utcnow
-from .db import metadata, predictions
+from .db import metadata, predictions, sqlite_file
 
 # %% auto #0
 __all__ = ['CHANNELS', 'AuditError', 'AuditLog']
@@ -49,13 +49,6 @@ def _add_caller_column(engine: sa.Engine) -> None:
     except sa.exc.DBAPIError:   # another process added it first
         if 'caller' not in {c['name'] for c in sa.inspect(engine).get_columns('predictions')}: raise
 
-# %% ../nbs/11_audit.ipynb #53449d60
-def _sqlite_file(engine: sa.Engine) -> bool:
-    "Is `engine` a SQLite database in a file (not in memory), through the stdlib `sqlite3`?"
-    db = engine.url.database or ''
-    return (engine.dialect.name, engine.dialect.driver) == ('sqlite', 'pysqlite') and db not in ('', ':memory:') \
-        and not db.startswith('file:') and engine.url.query.get('mode') != 'memory'
-
 # %% ../nbs/11_audit.ipynb #0c392a30
 class AuditLog:
     "Durable record of every answered prediction: `record` returns once its row is committed (group commit)."
@@ -73,7 +66,7 @@ class AuditLog:
         self.observers = []           # callables given the rows of each commit once it is durable (e.g. the API's metrics)
         self._driver_sql = _driver_insert(engine)
         # a lone coroutine commits on its own thread: SQLite in a file, through sqlite3, without a flush per commit
-        self._inline, self._fast, self._wal = self._driver_sql is not None and self.sync == 'normal' and _sqlite_file(engine), None, False
+        self._inline, self._fast, self._wal = self._driver_sql is not None and self.sync == 'normal' and sqlite_file(engine.url), None, False
 
 # %% ../nbs/11_audit.ipynb #aa85b427
 @patch
