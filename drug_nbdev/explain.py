@@ -78,19 +78,32 @@ def affine_encoding(steps: list) -> dict | None:
 # %% ../nbs/09_explain.ipynb #42f87111
 MAX_TABLE_BYTES = 64 << 20     # larger tables (a forest grown on much more data) are not built: shap answers instead
 
+def _f32_below(x: np.ndarray) -> np.ndarray:
+    "The largest float32 at or below each of `x` (as float64)."
+    x32 = x.astype(np.float32)
+    return np.where(x32.astype(float) <= x, x32, np.nextafter(x32, np.float32(-np.inf))).astype(float)
+
+def _f32_above(x: np.ndarray) -> np.ndarray:
+    "The smallest float32 above each of `x` (as float64)."
+    x32 = x.astype(np.float32)
+    return np.where(x32.astype(float) > x, x32, np.nextafter(x32, np.float32(np.inf))).astype(float)
+
 def _bin_values(thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "A value in each bin of sorted thresholds `thr` as the trees see it (float32; x <= t goes left), and whether the bin holds any."
     if not len(thr): return np.zeros(1), np.ones(1, dtype=bool)
-    t32 = thr.astype(np.float32)
-    first = np.where(t32.astype(float) <= thr, t32, np.nextafter(t32, np.float32(-np.inf)))[:1]   # the largest float32 <= thr[0]
-    above = np.where(t32.astype(float) > thr, t32, np.nextafter(t32, np.float32(np.inf)))         # the smallest float32 > each
+    above = _f32_above(thr)
     # two thresholds with no float32 between them (sklearn splits at midpoints of float32 values) leave an empty bin
-    return np.concatenate([first, above]).astype(float), np.concatenate([[True], above[:-1].astype(float) <= thr[1:], [True]])
+    return np.concatenate([_f32_below(thr[:1]), above]), np.concatenate([[True], above[:-1] <= thr[1:], [True]])
 
 # %% ../nbs/09_explain.ipynb #f54a6fe8
 def _combo_key(cells: np.ndarray) -> bytes:
     "The bytes that identify one row's categorical columns, as the trees see them (float32, no negative zero)."
     return (cells.astype(np.float32) + np.float32(0)).tobytes()
+
+def _shap_array(sv) -> np.ndarray:
+    "shap's values as one array (rows, columns, classes): some shap versions give a list with one array per class."
+    sv = np.stack(sv, axis=-1) if isinstance(sv, list) else np.asarray(sv)
+    return sv[:, :, None] if sv.ndim == 2 else sv
 
 # %% ../nbs/09_explain.ipynb #16c1fb04
 def shap_tables(final, # the pipeline's final estimator
@@ -133,8 +146,7 @@ def shap_tables(final, # the pipeline's final estimator
         X32 = X[live].astype(np.float32).astype(float)   # what the tree (and shap) compares with its thresholds
         if not all(np.array_equal((th[i][None, :] < X32[:, [j]]).sum(1), grid[live, 1 + i]) for i, j in enumerate(cols)):
             return None                                  # a representative outside its bin: no table rather than a wrong one
-        sv = shap.TreeExplainer(tree).shap_values(X, check_additivity=False)
-        sv = np.stack(sv, axis=-1) if isinstance(sv, list) else np.asarray(sv)
+        sv = _shap_array(shap.TreeExplainer(tree).shap_values(X, check_additivity=False))
         tables.append(np.einsum('nmc,mf->nfc', sv, groups) / len(trees))
     stride = sizes.prod(axis=1)
     offset = np.concatenate([[0], np.cumsum(len(K) * stride)[:-1]])
@@ -168,10 +180,7 @@ def threshold_rows(tables: dict, # from `shap_tables`
     rng, cols, near = np.random.default_rng(seed), tables['cols'], []
     for cuts in tables['cuts']:
         c = np.asarray(cuts, dtype=float)
-        c32 = c.astype(np.float32)
-        below = np.where(c32.astype(float) <= c, c32, np.nextafter(c32, np.float32(-np.inf))).astype(float)
-        above = np.where(c32.astype(float) > c, c32, np.nextafter(c32, np.float32(np.inf))).astype(float)
-        near.append(np.concatenate([c, below, above] if on else [below, above]))
+        near.append(np.concatenate([c, _f32_below(c), _f32_above(c)] if on else [_f32_below(c), _f32_above(c)]))
     out = []
     for i, j in enumerate(cols):
         X = tables['combos'][rng.integers(len(tables['combos']), size=len(near[i]))]
@@ -196,18 +205,19 @@ class TreeShap:
         self.encoding = affine_encoding(self.steps)
         self.tables = None       # shap answers until the lookup tables are built and checked
         sample = synthetic_patients(50, seed=1, spread='contract')[FEATURES]
-        proba = estimator.predict_proba(sample)
-        self.proba_exact = bool(np.allclose(self.proba(self.encode(sample)), proba, atol=1e-7))
-        if self.proba_exact: self.tables = self._checked_tables(sample)
+        Xs = self.encode(sample)
+        cs = self._shap(Xs)                    # shap's values of the sample: for `proba_exact` and for checking the tables
+        self.proba_exact = bool(np.allclose(self.proba(Xs, cs), estimator.predict_proba(sample), atol=1e-7))
+        if self.proba_exact: self.tables = self._checked_tables(Xs, cs)
 
-    def _checked_tables(self, sample: pd.DataFrame) -> dict | None:
-        "`shap_tables` when they apply and equal shap's values on `sample` and either side of every threshold; else None."
+    def _checked_tables(self, Xs: np.ndarray, cs: np.ndarray) -> dict | None:
+        "`shap_tables` when they apply and equal shap's values `cs` of rows `Xs` and either side of every threshold; else None."
         try:
             tables = shap_tables(self.final, self.groups, self.encoding)
             if tables is None: return None
-            X = np.vstack([self.encode(sample), threshold_rows(tables, on=False)])
-            got = table_contributions(tables, X)
-            return tables if got is not None and np.allclose(got, self._shap(X), rtol=0, atol=1e-12) else None
+            edge = threshold_rows(tables, on=False)
+            got, want = table_contributions(tables, np.vstack([Xs, edge])), np.concatenate([cs, self._shap(edge)])
+            return tables if got is not None and np.allclose(got, want, rtol=0, atol=1e-12) else None
         except Exception: return None   # anything unexpected: shap, as before
 
     def encode(self, X: pd.DataFrame) -> np.ndarray:
@@ -227,10 +237,7 @@ class TreeShap:
 
     def _shap(self, Xt: np.ndarray) -> np.ndarray:
         "`contributions` by shap's TreeExplainer."
-        sv = self.explainer.shap_values(Xt, check_additivity=False)
-        sv = np.stack(sv, axis=-1) if isinstance(sv, list) else np.asarray(sv)
-        if sv.ndim == 2: sv = sv[:, :, None]
-        return np.einsum('nmc,mf->nfc', sv, self.groups)
+        return np.einsum('nmc,mf->nfc', _shap_array(self.explainer.shap_values(Xt, check_additivity=False)), self.groups)
 
     def proba(self, Xt: np.ndarray, contrib: np.ndarray | None = None) -> np.ndarray:
         "Probabilities rebuilt from SHAP values (valid when `proba_exact`)."
